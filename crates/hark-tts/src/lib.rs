@@ -1,1 +1,183 @@
+//! Speech synthesis with Piper voices: espeak-ng phonemes, then the voice's VITS model on ONNX
+//! Runtime. Synthesis goes sentence by sentence, as Piper does.
 
+mod espeak;
+pub mod text;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use hark_core::AudioBuffer;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TtsError {
+    #[error("voice file not found at {0}; run `hark models fetch`")]
+    Missing(String),
+    #[error("voice configuration {path}: {detail}")]
+    Config { path: String, detail: String },
+    #[error("voice model {path} could not be loaded ({detail}); it may be damaged: run `hark models verify`")]
+    Load { path: String, detail: String },
+    #[error("phonemes: {0}")]
+    Phonemes(String),
+    #[error("synthesis failed: {0}")]
+    Synthesis(String),
+    #[error(transparent)]
+    Onnx(#[from] hark_core::onnx::OnnxError),
+}
+
+/// The parts of a Piper voice's `.onnx.json` that synthesis needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VoiceConfig {
+    pub audio: AudioConfig,
+    pub espeak: EspeakConfig,
+    pub inference: InferenceConfig,
+    #[serde(default)]
+    pub num_speakers: u32,
+    pub phoneme_id_map: HashMap<char, Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AudioConfig {
+    pub sample_rate: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EspeakConfig {
+    pub voice: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct InferenceConfig {
+    pub noise_scale: f32,
+    pub length_scale: f32,
+    pub noise_w: f32,
+}
+
+const PAD: char = '_';
+const BOS: char = '^';
+const EOS: char = '$';
+
+/// A loaded Piper voice.
+pub struct Voice {
+    session: Session,
+    config: VoiceConfig,
+    espeak_data: PathBuf,
+    /// Silence between sentences, seconds (Piper's default is 0.2).
+    pub sentence_silence: f32,
+}
+
+impl Voice {
+    /// Loads `model` (`.onnx`) with its `config` (`.onnx.json`); `espeak_data` is the
+    /// `espeak-ng-data` directory.
+    pub fn load(model: &Path, config: &Path, espeak_data: &Path, threads: usize) -> Result<Self, TtsError> {
+        hark_core::onnx::ensure_ready()?;
+        for p in [model, config] {
+            if !p.is_file() {
+                return Err(TtsError::Missing(p.display().to_string()));
+            }
+        }
+        let cfg_err = |detail: String| TtsError::Config { path: config.display().to_string(), detail };
+        let text = std::fs::read_to_string(config).map_err(|e| cfg_err(e.to_string()))?;
+        let config: VoiceConfig = serde_json::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
+        for c in [PAD, BOS, EOS] {
+            if !config.phoneme_id_map.contains_key(&c) {
+                return Err(cfg_err(format!("phoneme_id_map lacks `{c}`")));
+            }
+        }
+        let load_err = |e: ort::Error| TtsError::Load { path: model.display().to_string(), detail: e.to_string() };
+        let session = Session::builder()
+            .map_err(load_err)?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| load_err(e.into()))?
+            .commit_from_file(model)
+            .map_err(load_err)?;
+        let espeak_parent = espeak_data.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Voice { session, config, espeak_data: espeak_parent, sentence_silence: 0.2 })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.config.audio.sample_rate
+    }
+
+    /// IPA phonemes of `text`, with clause punctuation kept as Piper's phonemizer does.
+    pub fn phonemes(&self, text: &str) -> Result<String, TtsError> {
+        let mut out = String::new();
+        for (clause, punct) in text::clauses(text) {
+            let ph = espeak::phonemize_clause(&clause, &self.config.espeak.voice, &self.espeak_data)?;
+            if ph.trim().is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(ph.trim());
+            if let Some(p) = punct {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Phoneme ids as the voice expects: BOS, each phoneme followed by PAD, EOS.
+    fn ids(&self, phonemes: &str) -> Vec<i64> {
+        let map = &self.config.phoneme_id_map;
+        let first = |c: char| map.get(&c).and_then(|v| v.first()).copied().unwrap_or(0);
+        let pad = first(PAD);
+        let mut ids = Vec::with_capacity(phonemes.len() * 2 + 2);
+        ids.push(first(BOS));
+        ids.push(pad);
+        for c in phonemes.chars() {
+            if let Some(v) = map.get(&c) {
+                ids.extend_from_slice(v);
+                ids.push(pad);
+            }
+        }
+        ids.push(first(EOS));
+        ids
+    }
+
+    /// Audio of one sentence (no silence added).
+    pub fn synthesize_sentence(&mut self, sentence: &str) -> Result<Vec<f32>, TtsError> {
+        let phonemes = self.phonemes(sentence)?;
+        if phonemes.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.ids(&phonemes);
+        let inf = self.config.inference;
+        let err = |e: ort::Error| TtsError::Synthesis(e.to_string());
+        let n = ids.len();
+        let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
+        let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
+        let scales = Tensor::from_array(([3usize], vec![inf.noise_scale, inf.length_scale, inf.noise_w])).map_err(err)?;
+        let outputs = if self.config.num_speakers > 1 {
+            let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
+            self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid])
+        } else {
+            self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
+        }
+        .map_err(err)?;
+        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        Ok(audio.iter().map(|s| if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 }).collect())
+    }
+
+    /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences.
+    pub fn synthesize(&mut self, text: &str) -> Result<AudioBuffer, TtsError> {
+        let spoken = text::speakable(text);
+        let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
+        let mut samples = Vec::new();
+        for sentence in text::sentences(&spoken) {
+            let audio = self.synthesize_sentence(&sentence)?;
+            if audio.is_empty() {
+                continue;
+            }
+            if !samples.is_empty() {
+                samples.extend(std::iter::repeat_n(0.0, gap));
+            }
+            samples.extend(audio);
+        }
+        Ok(AudioBuffer::new(samples, self.sample_rate()))
+    }
+}

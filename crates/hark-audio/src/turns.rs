@@ -1,0 +1,210 @@
+//! Turn detection: where each spoken turn starts, where its speech really ends, and when a
+//! listener would decide that the turn is over.
+
+use hark_core::audio::{ms_to_samples, samples_to_ms};
+use hark_core::ASR_SAMPLE_RATE;
+
+use crate::vad::{SileroVad, WINDOW};
+use crate::AudioError;
+
+/// Thresholds of the turn detector.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnConfig {
+    /// Speech probability above which a window counts as speech.
+    pub threshold: f32,
+    /// Below this (after speech started) a window counts as silence; the gap avoids flapping.
+    pub neg_threshold: f32,
+    /// Silence that ends a turn, ms.
+    pub end_silence_ms: f64,
+    /// Shorter bursts are not turns (coughs, clicks), ms.
+    pub min_speech_ms: f64,
+    /// Audio kept before the detected start so the first syllable is never cut, ms.
+    pub pre_roll_ms: f64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig { threshold: 0.5, neg_threshold: 0.35, end_silence_ms: 500.0, min_speech_ms: 250.0, pre_roll_ms: 200.0 }
+    }
+}
+
+/// One spoken turn, in samples at 16 kHz from the start of the input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Turn {
+    /// First sample handed to recognition (includes the pre-roll).
+    pub audio_start: usize,
+    /// Where the VAD heard speech begin.
+    pub speech_start: usize,
+    /// The last sample of speech, found in the signal itself (not the VAD's decision).
+    pub speech_end: usize,
+    /// The sample at which the detector decided the turn was over.
+    pub decided_at: usize,
+}
+
+impl Turn {
+    pub fn speech_start_ms(&self) -> f64 {
+        samples_to_ms(self.speech_start, ASR_SAMPLE_RATE)
+    }
+    pub fn speech_end_ms(&self) -> f64 {
+        samples_to_ms(self.speech_end, ASR_SAMPLE_RATE)
+    }
+    pub fn decided_ms(&self) -> f64 {
+        samples_to_ms(self.decided_at, ASR_SAMPLE_RATE)
+    }
+}
+
+/// Finds turns in 16 kHz audio, window by window, as a live listener would.
+pub struct TurnDetector {
+    vad: SileroVad,
+    config: TurnConfig,
+}
+
+impl TurnDetector {
+    pub fn new(vad: SileroVad, config: TurnConfig) -> Self {
+        TurnDetector { vad, config }
+    }
+
+    pub fn config(&self) -> &TurnConfig {
+        &self.config
+    }
+
+    /// Speech probability of each 32 ms window of `samples`.
+    pub fn probabilities(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
+        self.vad.reset();
+        samples.chunks(WINDOW).map(|w| self.vad.process(w)).collect()
+    }
+
+    /// Every turn in `samples` (16 kHz mono). A turn still open at the end of the input ends
+    /// there: the input's end is the decision.
+    pub fn detect(&mut self, samples: &[f32]) -> Result<Vec<Turn>, AudioError> {
+        let probs = self.probabilities(samples)?;
+        Ok(segment(&probs, samples, &self.config))
+    }
+}
+
+/// Turns from per-window probabilities (pure logic, so it is testable without the model).
+pub fn segment(probs: &[f32], samples: &[f32], c: &TurnConfig) -> Vec<Turn> {
+    let end_windows = (ms_to_samples(c.end_silence_ms, ASR_SAMPLE_RATE) / WINDOW).max(1);
+    let min_speech = ms_to_samples(c.min_speech_ms, ASR_SAMPLE_RATE);
+    let pre_roll = ms_to_samples(c.pre_roll_ms, ASR_SAMPLE_RATE);
+    let floor_db = noise_floor_db(samples);
+    let mut turns = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut last_speech = 0usize;
+    let mut silent = 0usize;
+    let close = |start: usize, last_speech_window: usize, decided_at: usize, turns: &mut Vec<Turn>| {
+        let vad_end = ((last_speech_window + 1) * WINDOW).min(samples.len());
+        if vad_end.saturating_sub(start) < min_speech {
+            return;
+        }
+        let speech_end = precise_speech_end(samples, start, vad_end, floor_db);
+        turns.push(Turn { audio_start: start.saturating_sub(pre_roll), speech_start: start, speech_end, decided_at });
+    };
+    for (i, &p) in probs.iter().enumerate() {
+        match start {
+            None if p >= c.threshold => {
+                start = Some(i * WINDOW);
+                last_speech = i;
+                silent = 0;
+            }
+            None => {}
+            Some(s) => {
+                if p >= c.neg_threshold {
+                    last_speech = i;
+                    silent = 0;
+                } else {
+                    silent += 1;
+                    if silent >= end_windows {
+                        close(s, last_speech, ((i + 1) * WINDOW).min(samples.len()), &mut turns);
+                        start = None;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = start {
+        close(s, last_speech, samples.len(), &mut turns);
+    }
+    turns
+}
+
+const FRAME: usize = 160; // 10 ms at 16 kHz
+
+fn frame_db(frame: &[f32]) -> f32 {
+    20.0 * hark_core::audio::rms(frame).max(1e-6).log10()
+}
+
+/// The level of the quiet parts of the input: the 10th percentile of 10 ms frame levels.
+fn noise_floor_db(samples: &[f32]) -> f32 {
+    let mut levels: Vec<f32> = samples.chunks(FRAME).map(frame_db).collect();
+    if levels.is_empty() {
+        return -120.0;
+    }
+    levels.sort_by(f32::total_cmp);
+    levels[levels.len() / 10]
+}
+
+/// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor: the
+/// speech's real end, independent of the detector's hangover.
+fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
+    let region = &samples[start..vad_end];
+    let peak_db = region.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max);
+    let threshold = floor_db + ((peak_db - floor_db) * 0.25).max(6.0);
+    region
+        .chunks(FRAME)
+        .enumerate()
+        .filter(|(_, f)| frame_db(f) > threshold)
+        .last()
+        .map(|(i, f)| start + i * FRAME + f.len())
+        .unwrap_or(vad_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probabilities and matching samples: speech (a tone) where `pattern` is true.
+    fn fixture(pattern: &[(bool, usize)]) -> (Vec<f32>, Vec<f32>) {
+        let (mut probs, mut samples) = (Vec::new(), Vec::new());
+        for &(speech, windows) in pattern {
+            for _ in 0..windows {
+                probs.push(if speech { 0.9 } else { 0.05 });
+                for j in 0..WINDOW {
+                    samples.push(if speech { (j as f32 * 0.3).sin() * 0.3 } else { 0.0005 * ((j * 7919) % 13) as f32 / 13.0 });
+                }
+            }
+        }
+        (probs, samples)
+    }
+
+    #[test]
+    fn finds_turns_and_real_speech_ends() {
+        // 0.5 s silence, 1 s speech, 1 s silence, 0.6 s speech, 1 s silence (31.25 windows/s).
+        let (probs, samples) = fixture(&[(false, 16), (true, 31), (false, 31), (true, 19), (false, 31)]);
+        let turns = segment(&probs, &samples, &TurnConfig::default());
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0].speech_start, 16 * WINDOW);
+        assert_eq!(turns[0].speech_end, 47 * WINDOW);
+        assert!(turns[0].audio_start < turns[0].speech_start);
+        // Decided after 500 ms of silence (15 windows of 32 ms → 16 with rounding up).
+        let waited = turns[0].decided_ms() - turns[0].speech_end_ms();
+        assert!((480.0..=560.0).contains(&waited), "{waited}");
+        assert_eq!(turns[1].speech_end, (47 + 31 + 19) * WINDOW);
+    }
+
+    #[test]
+    fn short_bursts_and_silence_are_not_turns() {
+        let (probs, samples) = fixture(&[(false, 20), (true, 3), (false, 40)]);
+        assert!(segment(&probs, &samples, &TurnConfig::default()).is_empty());
+        let (probs, samples) = fixture(&[(false, 100)]);
+        assert!(segment(&probs, &samples, &TurnConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn speech_running_to_the_end_closes_there() {
+        let (probs, samples) = fixture(&[(false, 10), (true, 20)]);
+        let turns = segment(&probs, &samples, &TurnConfig::default());
+        assert_eq!(turns.len(), 1);
+        assert_eq!(turns[0].decided_at, samples.len());
+    }
+}
