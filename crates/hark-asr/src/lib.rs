@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
@@ -29,12 +31,18 @@ pub struct AsrConfig {
 
 impl Default for AsrConfig {
     fn default() -> Self {
-        AsrConfig { threads: default_threads(), language: "en".into(), no_speech_threshold: 0.6 }
+        AsrConfig {
+            threads: default_threads(),
+            language: "en".into(),
+            no_speech_threshold: 0.6,
+        }
     }
 }
 
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).min(4)
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4)
 }
 
 /// A final transcript.
@@ -64,18 +72,31 @@ impl Transcriber {
         }
         // Route whisper.cpp's own logging away from stderr.
         whisper_rs::install_logging_hooks();
-        let load_err = |e: whisper_rs::WhisperError| AsrError::Load { path: model.display().to_string(), detail: e.to_string() };
-        let ctx = WhisperContext::new_with_params(model, WhisperContextParameters::default()).map_err(load_err)?;
+        let load_err = |e: whisper_rs::WhisperError| AsrError::Load {
+            path: model.display().to_string(),
+            detail: e.to_string(),
+        };
+        let ctx = WhisperContext::new_with_params(model, WhisperContextParameters::default())
+            .map_err(load_err)?;
         let state = ctx.create_state().map_err(load_err)?;
         let multilingual = ctx.is_multilingual();
-        Ok(Transcriber { _ctx: ctx, state, config, multilingual })
+        Ok(Transcriber {
+            _ctx: ctx,
+            state,
+            config,
+            multilingual,
+        })
     }
 
     /// Transcribes 16 kHz mono speech. Silence and noise give an empty transcript.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, AsrError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.config.threads as i32);
-        params.set_language(Some(if self.multilingual { self.config.language.as_str() } else { "en" }));
+        params.set_language(Some(if self.multilingual {
+            self.config.language.as_str()
+        } else {
+            "en"
+        }));
         params.set_no_context(true);
         params.set_single_segment(true);
         params.set_no_timestamps(true);
@@ -95,7 +116,9 @@ impl Transcriber {
         } else {
             samples
         };
-        self.state.full(params, audio).map_err(|e| AsrError::Decode(e.to_string()))?;
+        self.state
+            .full(params, audio)
+            .map_err(|e| AsrError::Decode(e.to_string()))?;
         let mut text = String::new();
         let mut no_speech_prob = 0.0f32;
         for segment in self.state.as_iter() {
@@ -104,7 +127,9 @@ impl Transcriber {
                 continue;
             }
             no_speech_prob = no_speech_prob.max(p);
-            let piece = segment.to_str_lossy().map_err(|e| AsrError::Decode(e.to_string()))?;
+            let piece = segment
+                .to_str_lossy()
+                .map_err(|e| AsrError::Decode(e.to_string()))?;
             text.push_str(&piece);
         }
         let mut text = strip_annotations(&text);
@@ -112,7 +137,10 @@ impl Transcriber {
         if no_speech_prob > INVENTED_MIN_NO_SPEECH && is_invented(&text) {
             text.clear();
         }
-        Ok(Transcript { text, no_speech_prob })
+        Ok(Transcript {
+            text,
+            no_speech_prob,
+        })
     }
 }
 
@@ -143,9 +171,19 @@ pub fn strip_annotations(text: &str) -> String {
 
 /// Whether `text` is one of the phrases Whisper is known to invent on silence or noise.
 pub fn is_invented(text: &str) -> bool {
-    const INVENTED: [&str; 6] =
-        ["thank you", "thanks for watching", "thank you for watching", "you", "bye", "thank you very much"];
-    let bare: String = text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect::<String>().to_lowercase();
+    const INVENTED: [&str; 6] = [
+        "thank you",
+        "thanks for watching",
+        "thank you for watching",
+        "you",
+        "bye",
+        "thank you very much",
+    ];
+    let bare: String = text
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
     INVENTED.contains(&bare.trim())
 }
 
@@ -157,7 +195,10 @@ mod tests {
     fn annotations_are_dropped_and_stock_phrases_recognised() {
         assert_eq!(strip_annotations(" [BLANK_AUDIO]"), "");
         assert_eq!(strip_annotations("(upbeat music) ♪ ..."), "");
-        assert_eq!(strip_annotations("  Go forward ten meters. "), "Go forward ten meters.");
+        assert_eq!(
+            strip_annotations("  Go forward ten meters. "),
+            "Go forward ten meters."
+        );
         assert!(is_invented(" Thank you."));
         assert!(!is_invented("Thank you for the help."));
     }

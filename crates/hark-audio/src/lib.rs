@@ -13,7 +13,10 @@ pub use wav::{read_wav, read_wav_bytes, write_wav, write_wav_stereo, DecodedWav}
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a WAV file we can read: {detail}")]
     NotWav { path: String, detail: String },
     #[error("{path}: {detail}")]
@@ -21,7 +24,11 @@ pub enum AudioError {
     #[error("{path}: the file holds no audio samples")]
     Empty { path: String },
     #[error("{path}: {minutes:.1} minutes of audio is more than the {limit} minute limit; split the file")]
-    TooLong { path: String, minutes: f64, limit: u32 },
+    TooLong {
+        path: String,
+        minutes: f64,
+        limit: u32,
+    },
     #[error("resampling {from} Hz → {to} Hz failed: {detail}")]
     Resample { from: u32, to: u32, detail: String },
     #[error("voice activity detector: {0}")]

@@ -2,7 +2,9 @@
 //! times survive: output sample `j` sits at the same instant as input sample `j * from / to`.
 
 use hark_core::AudioBuffer;
-use rubato::{Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+use rubato::{
+    Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction,
+};
 
 use crate::AudioError;
 
@@ -13,7 +15,11 @@ pub fn resample(audio: &AudioBuffer, rate: u32) -> Result<AudioBuffer, AudioErro
     if audio.sample_rate == rate || audio.samples.is_empty() {
         return Ok(AudioBuffer::new(audio.samples.clone(), rate));
     }
-    let err = |detail: String| AudioError::Resample { from: audio.sample_rate, to: rate, detail };
+    let err = |detail: String| AudioError::Resample {
+        from: audio.sample_rate,
+        to: rate,
+        detail,
+    };
     let ratio = rate as f64 / audio.sample_rate as f64;
     let params = SincInterpolationParameters {
         sinc_len: 128,
@@ -22,7 +28,8 @@ pub fn resample(audio: &AudioBuffer, rate: u32) -> Result<AudioBuffer, AudioErro
         interpolation: SincInterpolationType::Linear,
         window: WindowFunction::BlackmanHarris2,
     };
-    let mut r = SincFixedIn::<f32>::new(ratio, 1.0, params, CHUNK, 1).map_err(|e| err(e.to_string()))?;
+    let mut r =
+        SincFixedIn::<f32>::new(ratio, 1.0, params, CHUNK, 1).map_err(|e| err(e.to_string()))?;
     let expected = (audio.samples.len() as f64 * ratio).round() as usize;
     // rubato 0.16's SincFixedIn already returns output aligned with its input (checked by
     // the click test below), so nothing is trimmed from the front.
@@ -40,7 +47,9 @@ pub fn resample(audio: &AudioBuffer, rate: u32) -> Result<AudioBuffer, AudioErro
     }
     // Flush the filter's tail until the delayed output covers the whole input.
     while out.len() < expected + delay {
-        let produced = r.process_partial::<&[f32]>(None, None).map_err(|e| err(e.to_string()))?;
+        let produced = r
+            .process_partial::<&[f32]>(None, None)
+            .map_err(|e| err(e.to_string()))?;
         if produced[0].is_empty() {
             break;
         }
@@ -57,7 +66,12 @@ mod tests {
 
     fn tone(freq: f32, rate: u32, secs: f32) -> AudioBuffer {
         let n = (rate as f32 * secs) as usize;
-        AudioBuffer::new((0..n).map(|i| (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin() * 0.5).collect(), rate)
+        AudioBuffer::new(
+            (0..n)
+                .map(|i| (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin() * 0.5)
+                .collect(),
+            rate,
+        )
     }
 
     #[test]
@@ -65,21 +79,46 @@ mod tests {
         let src = tone(440.0, 44_100, 1.0);
         let out = resample(&src, 16_000).unwrap();
         assert_eq!(out.samples.len(), 16_000);
-        assert!((out.rms() - src.rms()).abs() < 0.02, "{} vs {}", out.rms(), src.rms());
+        assert!(
+            (out.rms() - src.rms()).abs() < 0.02,
+            "{} vs {}",
+            out.rms(),
+            src.rms()
+        );
         // A click at 0.5 s stays at 0.5 s (no filter delay left in).
-        for (from, to) in [(48_000, 16_000), (44_100, 16_000), (8_000, 16_000), (16_000, 22_050)] {
+        for (from, to) in [
+            (48_000, 16_000),
+            (44_100, 16_000),
+            (8_000, 16_000),
+            (16_000, 22_050),
+        ] {
             let mut click = vec![0.0; from as usize];
             click[from as usize / 2] = 1.0;
             let out = resample(&AudioBuffer::new(click, from), to).unwrap();
-            let peak = out.samples.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap().0;
-            assert!((peak as i64 - to as i64 / 2).abs() <= 2, "{from}→{to}: peak at {peak}");
+            let peak = out
+                .samples
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap()
+                .0;
+            assert!(
+                (peak as i64 - to as i64 / 2).abs() <= 2,
+                "{from}→{to}: peak at {peak}"
+            );
         }
     }
 
     #[test]
     fn odd_rates_and_tiny_inputs_work() {
         let out = resample(&tone(300.0, 44_101, 0.3), 16_000).unwrap();
-        assert_eq!(out.samples.len(), (44_101.0f64 * 0.3).floor().mul_add(16_000.0 / 44_101.0, 0.0).round() as usize);
+        assert_eq!(
+            out.samples.len(),
+            (44_101.0f64 * 0.3)
+                .floor()
+                .mul_add(16_000.0 / 44_101.0, 0.0)
+                .round() as usize
+        );
         let out = resample(&AudioBuffer::new(vec![0.1; 3], 8_000), 16_000).unwrap();
         assert_eq!(out.samples.len(), 6);
     }

@@ -24,7 +24,13 @@ pub struct TurnConfig {
 
 impl Default for TurnConfig {
     fn default() -> Self {
-        TurnConfig { threshold: 0.5, neg_threshold: 0.35, end_silence_ms: 500.0, min_speech_ms: 250.0, pre_roll_ms: 200.0 }
+        TurnConfig {
+            threshold: 0.5,
+            neg_threshold: 0.35,
+            end_silence_ms: 500.0,
+            min_speech_ms: 250.0,
+            pre_roll_ms: 200.0,
+        }
     }
 }
 
@@ -71,7 +77,10 @@ impl TurnDetector {
     /// Speech probability of each 32 ms window of `samples`.
     pub fn probabilities(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
         self.vad.reset();
-        samples.chunks(WINDOW).map(|w| self.vad.process(w)).collect()
+        samples
+            .chunks(WINDOW)
+            .map(|w| self.vad.process(w))
+            .collect()
     }
 
     /// Every turn in `samples` (16 kHz mono). A turn still open at the end of the input ends
@@ -92,14 +101,20 @@ pub fn segment(probs: &[f32], samples: &[f32], c: &TurnConfig) -> Vec<Turn> {
     let mut start: Option<usize> = None;
     let mut last_speech = 0usize;
     let mut silent = 0usize;
-    let close = |start: usize, last_speech_window: usize, decided_at: usize, turns: &mut Vec<Turn>| {
-        let vad_end = ((last_speech_window + 1) * WINDOW).min(samples.len());
-        if vad_end.saturating_sub(start) < min_speech {
-            return;
-        }
-        let speech_end = precise_speech_end(samples, start, vad_end, floor_db);
-        turns.push(Turn { audio_start: start.saturating_sub(pre_roll), speech_start: start, speech_end, decided_at });
-    };
+    let close =
+        |start: usize, last_speech_window: usize, decided_at: usize, turns: &mut Vec<Turn>| {
+            let vad_end = ((last_speech_window + 1) * WINDOW).min(samples.len());
+            if vad_end.saturating_sub(start) < min_speech {
+                return;
+            }
+            let speech_end = precise_speech_end(samples, start, vad_end, floor_db);
+            turns.push(Turn {
+                audio_start: start.saturating_sub(pre_roll),
+                speech_start: start,
+                speech_end,
+                decided_at,
+            });
+        };
     for (i, &p) in probs.iter().enumerate() {
         match start {
             None if p >= c.threshold => {
@@ -115,7 +130,12 @@ pub fn segment(probs: &[f32], samples: &[f32], c: &TurnConfig) -> Vec<Turn> {
                 } else {
                     silent += 1;
                     if silent >= end_windows {
-                        close(s, last_speech, ((i + 1) * WINDOW).min(samples.len()), &mut turns);
+                        close(
+                            s,
+                            last_speech,
+                            ((i + 1) * WINDOW).min(samples.len()),
+                            &mut turns,
+                        );
                         start = None;
                     }
                 }
@@ -170,7 +190,11 @@ mod tests {
             for _ in 0..windows {
                 probs.push(if speech { 0.9 } else { 0.05 });
                 for j in 0..WINDOW {
-                    samples.push(if speech { (j as f32 * 0.3).sin() * 0.3 } else { 0.0005 * ((j * 7919) % 13) as f32 / 13.0 });
+                    samples.push(if speech {
+                        (j as f32 * 0.3).sin() * 0.3
+                    } else {
+                        0.0005 * ((j * 7919) % 13) as f32 / 13.0
+                    });
                 }
             }
         }
@@ -180,7 +204,13 @@ mod tests {
     #[test]
     fn finds_turns_and_real_speech_ends() {
         // 0.5 s silence, 1 s speech, 1 s silence, 0.6 s speech, 1 s silence (31.25 windows/s).
-        let (probs, samples) = fixture(&[(false, 16), (true, 31), (false, 31), (true, 19), (false, 31)]);
+        let (probs, samples) = fixture(&[
+            (false, 16),
+            (true, 31),
+            (false, 31),
+            (true, 19),
+            (false, 31),
+        ]);
         let turns = segment(&probs, &samples, &TurnConfig::default());
         assert_eq!(turns.len(), 2);
         assert_eq!(turns[0].speech_start, 16 * WINDOW);

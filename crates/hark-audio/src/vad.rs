@@ -25,7 +25,10 @@ impl SileroVad {
     pub fn load(model: &Path) -> Result<Self, AudioError> {
         hark_core::onnx::ensure_ready()?;
         if !model.is_file() {
-            return Err(AudioError::Vad(format!("model not found at {}; run `hark models fetch`", model.display())));
+            return Err(AudioError::Vad(format!(
+                "model not found at {}; run `hark models fetch`",
+                model.display()
+            )));
         }
         let err = |e: ort::Error| AudioError::Vad(format!("{}: {e}", model.display()));
         let session = Session::builder()
@@ -36,7 +39,11 @@ impl SileroVad {
             .map_err(|e| err(e.into()))?
             .commit_from_file(model)
             .map_err(err)?;
-        Ok(SileroVad { session, state: vec![0.0; STATE_LEN], input: vec![0.0; CONTEXT + WINDOW] })
+        Ok(SileroVad {
+            session,
+            state: vec![0.0; STATE_LEN],
+            input: vec![0.0; CONTEXT + WINDOW],
+        })
     }
 
     /// Forgets everything heard so far.
@@ -51,14 +58,21 @@ impl SileroVad {
         self.input[CONTEXT..CONTEXT + n].copy_from_slice(&window[..n]);
         self.input[CONTEXT + n..].fill(0.0);
         let err = |e: ort::Error| AudioError::Vad(e.to_string());
-        let input = Tensor::from_array(([1usize, CONTEXT + WINDOW], self.input.clone())).map_err(err)?;
+        let input =
+            Tensor::from_array(([1usize, CONTEXT + WINDOW], self.input.clone())).map_err(err)?;
         let state = Tensor::from_array(([2usize, 1, 128], self.state.clone())).map_err(err)?;
-        let sr = Tensor::from_array(([0usize; 0], vec![hark_core::ASR_SAMPLE_RATE as i64])).map_err(err)?;
-        let outputs = self.session.run(ort::inputs!["input" => input, "state" => state, "sr" => sr]).map_err(err)?;
+        let sr = Tensor::from_array(([0usize; 0], vec![hark_core::ASR_SAMPLE_RATE as i64]))
+            .map_err(err)?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
+            .map_err(err)?;
         let (_, prob) = outputs["output"].try_extract_tensor::<f32>().map_err(err)?;
         let (_, new_state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(err)?;
         if new_state.len() != STATE_LEN || prob.is_empty() {
-            return Err(AudioError::Vad("unexpected output shapes from the Silero model".into()));
+            return Err(AudioError::Vad(
+                "unexpected output shapes from the Silero model".into(),
+            ));
         }
         self.state.copy_from_slice(new_state);
         let p = prob[0];

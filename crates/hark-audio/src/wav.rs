@@ -27,11 +27,18 @@ pub fn read_wav(path: &Path) -> Result<DecodedWav, AudioError> {
     let name = path.display().to_string();
     let bytes = if name == "-" {
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
-            .map_err(|source| AudioError::Io { path: "<stdin>".into(), source })?;
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).map_err(|source| {
+            AudioError::Io {
+                path: "<stdin>".into(),
+                source,
+            }
+        })?;
         buf
     } else {
-        std::fs::read(path).map_err(|source| AudioError::Io { path: name.clone(), source })?
+        std::fs::read(path).map_err(|source| AudioError::Io {
+            path: name.clone(),
+            source,
+        })?
     };
     read_wav_bytes(&bytes, if name == "-" { "<stdin>" } else { &name })
 }
@@ -40,35 +47,52 @@ pub fn read_wav(path: &Path) -> Result<DecodedWav, AudioError> {
 pub fn read_wav_bytes(bytes: &[u8], name: &str) -> Result<DecodedWav, AudioError> {
     let path = name.to_string();
     if bytes.is_empty() {
-        return Err(AudioError::NotWav { path, detail: "the file is empty (0 bytes)".into() });
+        return Err(AudioError::NotWav {
+            path,
+            detail: "the file is empty (0 bytes)".into(),
+        });
     }
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(AudioError::NotWav { path, detail: "it does not start with a RIFF/WAVE header".into() });
+        return Err(AudioError::NotWav {
+            path,
+            detail: "it does not start with a RIFF/WAVE header".into(),
+        });
     }
     let (bytes, cut_short) = repair_truncated(bytes);
-    let reader = hound::WavReader::new(Cursor::new(&bytes[..])).map_err(|e| AudioError::NotWav {
-        path: path.clone(),
-        detail: match e {
-            hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                "the header is cut short (the file is truncated)".into()
-            }
-            other => other.to_string(),
-        },
-    })?;
+    let reader =
+        hound::WavReader::new(Cursor::new(&bytes[..])).map_err(|e| AudioError::NotWav {
+            path: path.clone(),
+            detail: match e {
+                hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    "the header is cut short (the file is truncated)".into()
+                }
+                other => other.to_string(),
+            },
+        })?;
     let spec = reader.spec();
     if spec.channels == 0 {
-        return Err(AudioError::Unsupported { path, detail: "the header says 0 channels".into() });
+        return Err(AudioError::Unsupported {
+            path,
+            detail: "the header says 0 channels".into(),
+        });
     }
     if !(4_000..=768_000).contains(&spec.sample_rate) {
         return Err(AudioError::Unsupported {
             path,
-            detail: format!("sample rate {} Hz is outside 4 kHz–768 kHz", spec.sample_rate),
+            detail: format!(
+                "sample rate {} Hz is outside 4 kHz–768 kHz",
+                spec.sample_rate
+            ),
         });
     }
     let frames_claimed = reader.duration() as f64;
     let minutes = frames_claimed / spec.sample_rate as f64 / 60.0;
     if minutes > MAX_MINUTES as f64 {
-        return Err(AudioError::TooLong { path, minutes, limit: MAX_MINUTES });
+        return Err(AudioError::TooLong {
+            path,
+            minutes,
+            limit: MAX_MINUTES,
+        });
     }
     let float = spec.sample_format == hound::SampleFormat::Float;
     let (interleaved, truncated) = match (spec.sample_format, spec.bits_per_sample) {
@@ -85,7 +109,10 @@ pub fn read_wav_bytes(bytes: &[u8], name: &str) -> Result<DecodedWav, AudioError
         }
     };
     let truncated = truncated || cut_short;
-    let interleaved = interleaved.map_err(|detail| AudioError::NotWav { path: path.clone(), detail })?;
+    let interleaved = interleaved.map_err(|detail| AudioError::NotWav {
+        path: path.clone(),
+        detail,
+    })?;
     let channels = spec.channels as usize;
     let mono: Vec<f32> = interleaved
         .chunks_exact(channels)
@@ -114,8 +141,16 @@ pub fn read_wav_bytes(bytes: &[u8], name: &str) -> Result<DecodedWav, AudioError
 /// A file cut off inside its data chunk claims more data than it holds. Returns the bytes with
 /// the data chunk's length shrunk to whole frames of what is there, and whether that was needed.
 fn repair_truncated(bytes: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) {
-    let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u16_at = |i: usize| bytes.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u16_at = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let mut pos = 12;
     let mut block_align = 1usize;
     while let (Some(id), Some(len)) = (bytes.get(pos..pos + 4), u32_at(pos + 4)) {
@@ -150,9 +185,13 @@ where
     for s in samples {
         match s {
             Ok(v) => out.push(to_f32(v)),
-            Err(hound::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return (Ok(out), true),
+            Err(hound::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return (Ok(out), true)
+            }
             // hound reports a sample cut in half this way.
-            Err(hound::Error::FormatError(m)) if m.contains("enough bytes") => return (Ok(out), true),
+            Err(hound::Error::FormatError(m)) if m.contains("enough bytes") => {
+                return (Ok(out), true)
+            }
             Err(hound::Error::IoError(e)) => return (Err(e.to_string()), false),
             Err(e) => return (Err(e.to_string()), false),
         }
@@ -171,28 +210,54 @@ pub fn write_wav(path: &Path, audio: &AudioBuffer) -> Result<(), AudioError> {
 }
 
 /// Writes a stereo 16-bit WAV from two equally long channels (the shorter is padded).
-pub fn write_wav_stereo(path: &Path, left: &[f32], right: &[f32], sample_rate: u32) -> Result<(), AudioError> {
+pub fn write_wav_stereo(
+    path: &Path,
+    left: &[f32],
+    right: &[f32],
+    sample_rate: u32,
+) -> Result<(), AudioError> {
     let n = left.len().max(right.len());
-    let frames: Vec<[f32; 2]> =
-        (0..n).map(|i| [left.get(i).copied().unwrap_or(0.0), right.get(i).copied().unwrap_or(0.0)]).collect();
+    let frames: Vec<[f32; 2]> = (0..n)
+        .map(|i| {
+            [
+                left.get(i).copied().unwrap_or(0.0),
+                right.get(i).copied().unwrap_or(0.0),
+            ]
+        })
+        .collect();
     write_frames(path, &frames, sample_rate)
 }
 
-fn write_frames<const C: usize>(path: &Path, frames: &[[f32; C]], sample_rate: u32) -> Result<(), AudioError> {
+fn write_frames<const C: usize>(
+    path: &Path,
+    frames: &[[f32; C]],
+    sample_rate: u32,
+) -> Result<(), AudioError> {
     let name = path.display().to_string();
-    let io = |source| AudioError::Io { path: name.clone(), source };
-    let spec = hound::WavSpec { channels: C as u16, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let io = |source| AudioError::Io {
+        path: name.clone(),
+        source,
+    };
+    let spec = hound::WavSpec {
+        channels: C as u16,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut bytes = Cursor::new(Vec::with_capacity(44 + frames.len() * C * 2));
     {
-        let mut w = hound::WavWriter::new(&mut bytes, spec).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let mut w = hound::WavWriter::new(&mut bytes, spec)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
         let mut w16 = w.get_i16_writer((frames.len() * C) as u32);
         for frame in frames {
             for s in frame {
                 w16.write_sample(to_i16(*s));
             }
         }
-        w16.flush().map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        w.finalize().map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        w16.flush()
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        w.finalize()
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     }
     let bytes = bytes.into_inner();
     if name == "-" {
@@ -211,7 +276,10 @@ fn write_frames<const C: usize>(path: &Path, frames: &[[f32; C]], sample_rate: u
 mod tests {
     use super::*;
 
-    fn wav_bytes(spec: hound::WavSpec, write: impl FnOnce(&mut hound::WavWriter<&mut Cursor<Vec<u8>>>)) -> Vec<u8> {
+    fn wav_bytes(
+        spec: hound::WavSpec,
+        write: impl FnOnce(&mut hound::WavWriter<&mut Cursor<Vec<u8>>>),
+    ) -> Vec<u8> {
         let mut c = Cursor::new(Vec::new());
         {
             let mut w = hound::WavWriter::new(&mut c, spec).unwrap();
@@ -226,7 +294,11 @@ mod tests {
             channels,
             sample_rate: rate,
             bits_per_sample: bits,
-            sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
         }
     }
 
@@ -234,16 +306,45 @@ mod tests {
     fn reads_every_common_format_to_the_same_level() {
         let half = 0.5f64;
         let cases: Vec<(hound::WavSpec, Vec<u8>)> = vec![
-            (spec(1, 8000, 8, false), wav_bytes(spec(1, 8000, 8, false), |w| (0..100).for_each(|_| w.write_sample((half * 128.0) as i8).unwrap()))),
-            (spec(1, 16000, 16, false), wav_bytes(spec(1, 16000, 16, false), |w| (0..100).for_each(|_| w.write_sample((half * 32768.0) as i16).unwrap()))),
-            (spec(1, 16000, 24, false), wav_bytes(spec(1, 16000, 24, false), |w| (0..100).for_each(|_| w.write_sample((half * 8388608.0) as i32).unwrap()))),
-            (spec(1, 16000, 32, false), wav_bytes(spec(1, 16000, 32, false), |w| (0..100).for_each(|_| w.write_sample((half * 2147483648.0) as i32).unwrap()))),
-            (spec(1, 16000, 32, true), wav_bytes(spec(1, 16000, 32, true), |w| (0..100).for_each(|_| w.write_sample(half as f32).unwrap()))),
+            (
+                spec(1, 8000, 8, false),
+                wav_bytes(spec(1, 8000, 8, false), |w| {
+                    (0..100).for_each(|_| w.write_sample((half * 128.0) as i8).unwrap())
+                }),
+            ),
+            (
+                spec(1, 16000, 16, false),
+                wav_bytes(spec(1, 16000, 16, false), |w| {
+                    (0..100).for_each(|_| w.write_sample((half * 32768.0) as i16).unwrap())
+                }),
+            ),
+            (
+                spec(1, 16000, 24, false),
+                wav_bytes(spec(1, 16000, 24, false), |w| {
+                    (0..100).for_each(|_| w.write_sample((half * 8388608.0) as i32).unwrap())
+                }),
+            ),
+            (
+                spec(1, 16000, 32, false),
+                wav_bytes(spec(1, 16000, 32, false), |w| {
+                    (0..100).for_each(|_| w.write_sample((half * 2147483648.0) as i32).unwrap())
+                }),
+            ),
+            (
+                spec(1, 16000, 32, true),
+                wav_bytes(spec(1, 16000, 32, true), |w| {
+                    (0..100).for_each(|_| w.write_sample(half as f32).unwrap())
+                }),
+            ),
         ];
         for (s, bytes) in cases {
             let d = read_wav_bytes(&bytes, "t").unwrap();
             assert_eq!(d.audio.samples.len(), 100, "{s:?}");
-            assert!((d.audio.samples[0] - 0.5).abs() < 0.01, "{s:?}: {}", d.audio.samples[0]);
+            assert!(
+                (d.audio.samples[0] - 0.5).abs() < 0.01,
+                "{s:?}: {}",
+                d.audio.samples[0]
+            );
             assert!(!d.truncated);
         }
     }
@@ -257,7 +358,10 @@ mod tests {
             }
         });
         let d = read_wav_bytes(&bytes, "t").unwrap();
-        assert_eq!((d.channels, d.audio.sample_rate, d.audio.samples.len()), (2, 44100, 10));
+        assert_eq!(
+            (d.channels, d.audio.sample_rate, d.audio.samples.len()),
+            (2, 44100, 10)
+        );
         assert!((d.audio.samples[0] - 0.25).abs() < 1e-3);
     }
 
@@ -266,7 +370,9 @@ mod tests {
         let err = |b: &[u8]| read_wav_bytes(b, "x.wav").unwrap_err().to_string();
         assert!(err(b"").contains("empty"));
         assert!(err(b"this is not audio at all, just text").contains("RIFF/WAVE"));
-        let good = wav_bytes(spec(1, 16000, 16, false), |w| (0..1000).for_each(|i| w.write_sample(i as i16).unwrap()));
+        let good = wav_bytes(spec(1, 16000, 16, false), |w| {
+            (0..1000).for_each(|i| w.write_sample(i as i16).unwrap())
+        });
         assert!(err(&good[..30]).contains("x.wav"));
         let no_samples = wav_bytes(spec(1, 16000, 16, false), |_| {});
         assert!(err(&no_samples).contains("no audio"));
@@ -274,7 +380,9 @@ mod tests {
 
     #[test]
     fn truncated_data_keeps_what_is_there() {
-        let good = wav_bytes(spec(1, 16000, 16, false), |w| (0..1000).for_each(|i| w.write_sample(i as i16).unwrap()));
+        let good = wav_bytes(spec(1, 16000, 16, false), |w| {
+            (0..1000).for_each(|i| w.write_sample(i as i16).unwrap())
+        });
         let cut = &good[..good.len() - 500];
         let d = read_wav_bytes(cut, "t").unwrap();
         assert!(d.truncated);

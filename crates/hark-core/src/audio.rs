@@ -13,11 +13,17 @@ pub struct AudioBuffer {
 
 impl AudioBuffer {
     pub fn new(samples: Vec<f32>, sample_rate: u32) -> Self {
-        AudioBuffer { samples, sample_rate }
+        AudioBuffer {
+            samples,
+            sample_rate,
+        }
     }
 
     pub fn silence(duration_ms: f64, sample_rate: u32) -> Self {
-        AudioBuffer { samples: vec![0.0; ms_to_samples(duration_ms, sample_rate)], sample_rate }
+        AudioBuffer {
+            samples: vec![0.0; ms_to_samples(duration_ms, sample_rate)],
+            sample_rate,
+        }
     }
 
     pub fn duration_ms(&self) -> f64 {

@@ -15,7 +15,9 @@ pub enum OnnxError {
     Missing(PathBuf),
     #[error("ONNX Runtime library {path} could not be loaded: {detail}")]
     Load { path: PathBuf, detail: String },
-    #[error("ONNX Runtime was not initialised (call hark_core::onnx::init with the library path first)")]
+    #[error(
+        "ONNX Runtime was not initialised (call hark_core::onnx::init with the library path first)"
+    )]
     NotInitialised,
 }
 
@@ -37,7 +39,10 @@ pub fn init(library: &Path) -> Result<(), OnnxError> {
     match result {
         Ok(_) => Ok(()),
         Err(e) if e.starts_with("missing:") => Err(OnnxError::Missing(library.to_path_buf())),
-        Err(e) => Err(OnnxError::Load { path: library.to_path_buf(), detail: e.clone() }),
+        Err(e) => Err(OnnxError::Load {
+            path: library.to_path_buf(),
+            detail: e.clone(),
+        }),
     }
 }
 
@@ -45,7 +50,10 @@ pub fn init(library: &Path) -> Result<(), OnnxError> {
 pub fn ensure_ready() -> Result<(), OnnxError> {
     match RUNTIME.get() {
         Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(OnnxError::Load { path: PathBuf::new(), detail: e.clone() }),
+        Some(Err(e)) => Err(OnnxError::Load {
+            path: PathBuf::new(),
+            detail: e.clone(),
+        }),
         None => Err(OnnxError::NotInitialised),
     }
 }

@@ -17,7 +17,14 @@ pub mod span {
     pub const FIRST_CLAUSE: &str = "first_clause";
     pub const TTS_FIRST_AUDIO: &str = "tts_first_audio";
     pub const OUTPUT: &str = "output";
-    pub const ALL: [&str; 6] = [ENDPOINT, ASR_FINAL, LLM_TTFT, FIRST_CLAUSE, TTS_FIRST_AUDIO, OUTPUT];
+    pub const ALL: [&str; 6] = [
+        ENDPOINT,
+        ASR_FINAL,
+        LLM_TTFT,
+        FIRST_CLAUSE,
+        TTS_FIRST_AUDIO,
+        OUTPUT,
+    ];
 }
 
 /// The parts of a turn's voice-to-voice latency, in milliseconds.
@@ -39,7 +46,12 @@ pub struct Spans {
 
 impl Spans {
     pub fn total(&self) -> f64 {
-        self.endpoint + self.asr_final + self.llm_ttft + self.first_clause + self.tts_first_audio + self.output
+        self.endpoint
+            + self.asr_final
+            + self.llm_ttft
+            + self.first_clause
+            + self.tts_first_audio
+            + self.output
     }
 
     /// (name, ms) in pipeline order.
@@ -99,9 +111,24 @@ mod tests {
 
     #[test]
     fn record_has_the_documented_keys() {
-        let rec = TurnRecord { schema: SCHEMA_VERSION, turn: 1, ..Default::default() };
+        let rec = TurnRecord {
+            schema: SCHEMA_VERSION,
+            turn: 1,
+            ..Default::default()
+        };
         let v: serde_json::Value = serde_json::to_value(&rec).unwrap();
-        for key in ["turn", "transcript", "reply", "speech_end_ms", "reply_start_ms", "v2v_ms", "spans", "prompt_tokens", "reply_tokens", "decode_tok_s"] {
+        for key in [
+            "turn",
+            "transcript",
+            "reply",
+            "speech_end_ms",
+            "reply_start_ms",
+            "v2v_ms",
+            "spans",
+            "prompt_tokens",
+            "reply_tokens",
+            "decode_tok_s",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         for key in span::ALL {
@@ -113,7 +140,14 @@ mod tests {
 
     #[test]
     fn spans_add_up() {
-        let s = Spans { endpoint: 1.0, asr_final: 2.0, llm_ttft: 3.0, first_clause: 4.0, tts_first_audio: 5.0, output: 6.0 };
+        let s = Spans {
+            endpoint: 1.0,
+            asr_final: 2.0,
+            llm_ttft: 3.0,
+            first_clause: 4.0,
+            tts_first_audio: 5.0,
+            output: 6.0,
+        };
         assert_eq!(s.total(), 21.0);
         assert_eq!(s.named().iter().map(|(_, v)| v).sum::<f64>(), 21.0);
     }

@@ -35,24 +35,54 @@ pub fn normalize(text: &str) -> Vec<String> {
 
 /// "1st" → 1 … (spelt as the cardinal; good enough for transcript comparison).
 fn ordinal(word: &str) -> Option<u64> {
-    ["st", "nd", "rd", "th"].iter().find_map(|suffix| word.strip_suffix(suffix)?.parse().ok())
+    ["st", "nd", "rd", "th"]
+        .iter()
+        .find_map(|suffix| word.strip_suffix(suffix)?.parse().ok())
 }
 
 /// English words for `n` ("twenty one", "one hundred five"), up to the trillions.
 pub fn number_words(n: u64) -> String {
     const ONES: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
-    const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
-    const SCALES: [(u64, &str); 4] =
-        [(1_000_000_000_000, "trillion"), (1_000_000_000, "billion"), (1_000_000, "million"), (1_000, "thousand")];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    const SCALES: [(u64, &str); 4] = [
+        (1_000_000_000_000, "trillion"),
+        (1_000_000_000, "billion"),
+        (1_000_000, "million"),
+        (1_000, "thousand"),
+    ];
     if n < 20 {
         return ONES[n as usize].to_string();
     }
     if n < 100 {
         let (t, o) = (n / 10, n % 10);
-        return if o == 0 { TENS[t as usize].to_string() } else { format!("{} {}", TENS[t as usize], ONES[o as usize]) };
+        return if o == 0 {
+            TENS[t as usize].to_string()
+        } else {
+            format!("{} {}", TENS[t as usize], ONES[o as usize])
+        };
     }
     if n < 1000 {
         let (h, rest) = (n / 100, n % 100);
@@ -121,10 +151,16 @@ mod tests {
 
     #[test]
     fn numbers_become_words() {
-        assert_eq!(normalize("Go forward 10 meters."), ["go", "forward", "ten", "meters"]);
+        assert_eq!(
+            normalize("Go forward 10 meters."),
+            ["go", "forward", "ten", "meters"]
+        );
         assert_eq!(number_words(2024), "two thousand twenty four");
         assert_eq!(number_words(105), "one hundred five");
-        assert_eq!(normalize("the 3rd, twenty-one"), ["the", "three", "twenty", "one"]);
+        assert_eq!(
+            normalize("the 3rd, twenty-one"),
+            ["the", "three", "twenty", "one"]
+        );
     }
 
     #[test]

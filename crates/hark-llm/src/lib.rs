@@ -1,1 +1,34 @@
+//! Hark's LLM engine on candle: GGUF models (llama and qwen2 families) with their quantized
+//! weights kept quantized, a KV cache owned by each session, the tokenizer built from the GGUF
+//! metadata, and a sampler.
+//!
+//! The model code is ours (not candle-transformers') because the engine needs what those models
+//! hide: logits for every position of a batch, and a cache we can truncate.
 
+pub mod chat;
+pub mod config;
+pub mod engine;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use chat::{ChatMessage, Role};
+pub use engine::{Engine, Generation, GenerationParams, Session, StopReason};
+pub use sampler::SamplerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("model file not found at {0}; run `hark models fetch`")]
+    Missing(String),
+    #[error("{path}: not a usable GGUF model: {detail}")]
+    Format { path: String, detail: String },
+    #[error("unsupported model architecture `{0}` (supported: llama, qwen2)")]
+    Architecture(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the prompt needs {needed} tokens but the context holds {capacity}")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("compute: {0}")]
+    Compute(#[from] candle_core::Error),
+}

@@ -14,9 +14,18 @@ const PHONEMES_IPA: c_int = 0x02;
 const EE_OK: c_int = 0;
 
 extern "C" {
-    fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int) -> c_int;
+    fn espeak_Initialize(
+        output: c_int,
+        buflength: c_int,
+        path: *const c_char,
+        options: c_int,
+    ) -> c_int;
     fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
-    fn espeak_TextToPhonemes(textptr: *mut *const c_void, textmode: c_int, phonememode: c_int) -> *const c_char;
+    fn espeak_TextToPhonemes(
+        textptr: *mut *const c_void,
+        textmode: c_int,
+        phonememode: c_int,
+    ) -> *const c_char;
 }
 
 /// Which data directory espeak-ng was initialised with (it can only be initialised once).
@@ -25,7 +34,9 @@ static ESPEAK: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// Phonemizes with espeak-ng, initialising it from `data_parent` (the directory that holds
 /// `espeak-ng-data`) on first use.
 pub fn phonemize_clause(text: &str, voice: &str, data_parent: &Path) -> Result<String, TtsError> {
-    let mut guard = ESPEAK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = ESPEAK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     match guard.as_ref() {
         Some(dir) if dir != data_parent => {
             return Err(TtsError::Phonemes(format!(
@@ -41,22 +52,37 @@ pub fn phonemize_clause(text: &str, voice: &str, data_parent: &Path) -> Result<S
                     data_parent.join("espeak-ng-data").display()
                 )));
             }
-            let path = CString::new(data_parent.to_string_lossy().as_bytes())
-                .map_err(|_| TtsError::Phonemes("espeak-ng data path contains a NUL byte".into()))?;
+            let path = CString::new(data_parent.to_string_lossy().as_bytes()).map_err(|_| {
+                TtsError::Phonemes("espeak-ng data path contains a NUL byte".into())
+            })?;
             // SAFETY: called once, under the lock, with a valid NUL-terminated path.
-            let rate = unsafe { espeak_Initialize(AUDIO_OUTPUT_RETRIEVAL, 0, path.as_ptr(), INITIALIZE_DONT_EXIT) };
+            let rate = unsafe {
+                espeak_Initialize(
+                    AUDIO_OUTPUT_RETRIEVAL,
+                    0,
+                    path.as_ptr(),
+                    INITIALIZE_DONT_EXIT,
+                )
+            };
             if rate <= 0 {
-                return Err(TtsError::Phonemes(format!("espeak-ng failed to initialise from {}", data_parent.display())));
+                return Err(TtsError::Phonemes(format!(
+                    "espeak-ng failed to initialise from {}",
+                    data_parent.display()
+                )));
             }
             *guard = Some(data_parent.to_path_buf());
         }
     }
-    let voice_c = CString::new(voice).map_err(|_| TtsError::Phonemes("voice name contains a NUL byte".into()))?;
+    let voice_c = CString::new(voice)
+        .map_err(|_| TtsError::Phonemes("voice name contains a NUL byte".into()))?;
     // SAFETY: espeak is initialised and we hold the lock.
     if unsafe { espeak_SetVoiceByName(voice_c.as_ptr()) } != EE_OK {
-        return Err(TtsError::Phonemes(format!("espeak-ng has no voice `{voice}`")));
+        return Err(TtsError::Phonemes(format!(
+            "espeak-ng has no voice `{voice}`"
+        )));
     }
-    let text_c = CString::new(text.replace('\0', " ")).map_err(|_| TtsError::Phonemes("text contains a NUL byte".into()))?;
+    let text_c = CString::new(text.replace('\0', " "))
+        .map_err(|_| TtsError::Phonemes("text contains a NUL byte".into()))?;
     let mut ptr: *const c_void = text_c.as_ptr().cast();
     let mut phonemes = String::new();
     // espeak returns one clause per call and advances `ptr`, setting it to null at the end.

@@ -72,22 +72,34 @@ pub struct Voice {
 impl Voice {
     /// Loads `model` (`.onnx`) with its `config` (`.onnx.json`); `espeak_data` is the
     /// `espeak-ng-data` directory.
-    pub fn load(model: &Path, config: &Path, espeak_data: &Path, threads: usize) -> Result<Self, TtsError> {
+    pub fn load(
+        model: &Path,
+        config: &Path,
+        espeak_data: &Path,
+        threads: usize,
+    ) -> Result<Self, TtsError> {
         hark_core::onnx::ensure_ready()?;
         for p in [model, config] {
             if !p.is_file() {
                 return Err(TtsError::Missing(p.display().to_string()));
             }
         }
-        let cfg_err = |detail: String| TtsError::Config { path: config.display().to_string(), detail };
+        let cfg_err = |detail: String| TtsError::Config {
+            path: config.display().to_string(),
+            detail,
+        };
         let text = std::fs::read_to_string(config).map_err(|e| cfg_err(e.to_string()))?;
-        let config: VoiceConfig = serde_json::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
+        let config: VoiceConfig =
+            serde_json::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
         for c in [PAD, BOS, EOS] {
             if !config.phoneme_id_map.contains_key(&c) {
                 return Err(cfg_err(format!("phoneme_id_map lacks `{c}`")));
             }
         }
-        let load_err = |e: ort::Error| TtsError::Load { path: model.display().to_string(), detail: e.to_string() };
+        let load_err = |e: ort::Error| TtsError::Load {
+            path: model.display().to_string(),
+            detail: e.to_string(),
+        };
         let session = Session::builder()
             .map_err(load_err)?
             .with_intra_threads(threads.max(1))
@@ -95,7 +107,12 @@ impl Voice {
             .commit_from_file(model)
             .map_err(load_err)?;
         let espeak_parent = espeak_data.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Ok(Voice { session, config, espeak_data: espeak_parent, sentence_silence: 0.2 })
+        Ok(Voice {
+            session,
+            config,
+            espeak_data: espeak_parent,
+            sentence_silence: 0.2,
+        })
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -106,7 +123,8 @@ impl Voice {
     pub fn phonemes(&self, text: &str) -> Result<String, TtsError> {
         let mut out = String::new();
         for (clause, punct) in text::clauses(text) {
-            let ph = espeak::phonemize_clause(&clause, &self.config.espeak.voice, &self.espeak_data)?;
+            let ph =
+                espeak::phonemize_clause(&clause, &self.config.espeak.voice, &self.espeak_data)?;
             if ph.trim().is_empty() {
                 continue;
             }
@@ -151,7 +169,11 @@ impl Voice {
         let n = ids.len();
         let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
         let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
-        let scales = Tensor::from_array(([3usize], vec![inf.noise_scale, inf.length_scale, inf.noise_w])).map_err(err)?;
+        let scales = Tensor::from_array((
+            [3usize],
+            vec![inf.noise_scale, inf.length_scale, inf.noise_w],
+        ))
+        .map_err(err)?;
         let outputs = if self.config.num_speakers > 1 {
             let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
             self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid])
@@ -160,7 +182,16 @@ impl Voice {
         }
         .map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        Ok(audio.iter().map(|s| if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 }).collect())
+        Ok(audio
+            .iter()
+            .map(|s| {
+                if s.is_finite() {
+                    s.clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect())
     }
 
     /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences.

@@ -17,7 +17,9 @@ pub fn speakable(text: &str) -> String {
             continue;
         }
         // List markers and headings begin a new sentence.
-        let line = line.trim_start_matches(['#', '>', '-', '*', '+']).trim_start();
+        let line = line
+            .trim_start_matches(['#', '>', '-', '*', '+'])
+            .trim_start();
         if line.is_empty() {
             continue;
         }
@@ -44,18 +46,26 @@ fn is_emoji(c: char) -> bool {
 /// Splits at sentence ends (. ! ?) followed by a space, keeping the punctuation. A full stop
 /// after a single letter or a common abbreviation does not end a sentence.
 pub fn sentences(text: &str) -> Vec<String> {
-    const ABBREVIATIONS: [&str; 12] = ["mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "prof", "no", "approx"];
+    const ABBREVIATIONS: [&str; 12] = [
+        "mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "prof", "no", "approx",
+    ];
     let mut out = Vec::new();
     let mut current = String::new();
     let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         current.push(c);
-        let at_boundary = matches!(c, '.' | '!' | '?') && chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+        let at_boundary =
+            matches!(c, '.' | '!' | '?') && chars.get(i + 1).is_none_or(|n| n.is_whitespace());
         if !at_boundary {
             continue;
         }
         if c == '.' {
-            let word = current.trim_end_matches('.').rsplit(char::is_whitespace).next().unwrap_or("").to_lowercase();
+            let word = current
+                .trim_end_matches('.')
+                .rsplit(char::is_whitespace)
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
             if word.chars().count() == 1 || ABBREVIATIONS.contains(&word.as_str()) {
                 continue;
             }
@@ -104,14 +114,23 @@ mod tests {
 
     #[test]
     fn markdown_is_not_read_out() {
-        assert_eq!(speakable("**Paris** is the *capital*."), "Paris is the capital.");
-        assert_eq!(speakable("Steps:\n- one\n- two\n```\ncode\n```"), "Steps: one. two");
+        assert_eq!(
+            speakable("**Paris** is the *capital*."),
+            "Paris is the capital."
+        );
+        assert_eq!(
+            speakable("Steps:\n- one\n- two\n```\ncode\n```"),
+            "Steps: one. two"
+        );
         assert_eq!(speakable("Salt & pepper 😀"), "Salt and pepper");
     }
 
     #[test]
     fn sentences_respect_abbreviations_and_decimals() {
-        assert_eq!(sentences("Dr. Smith is here. He paid 3.50 dollars! Ok?"), ["Dr. Smith is here.", "He paid 3.50 dollars!", "Ok?"]);
+        assert_eq!(
+            sentences("Dr. Smith is here. He paid 3.50 dollars! Ok?"),
+            ["Dr. Smith is here.", "He paid 3.50 dollars!", "Ok?"]
+        );
         assert_eq!(sentences("no end"), ["no end"]);
     }
 
@@ -119,7 +138,10 @@ mod tests {
     fn clauses_keep_their_punctuation() {
         assert_eq!(
             clauses("Well, it costs 3,000 dollars."),
-            [("Well".to_string(), Some(',')), ("it costs 3,000 dollars".to_string(), Some('.'))]
+            [
+                ("Well".to_string(), Some(',')),
+                ("it costs 3,000 dollars".to_string(), Some('.'))
+            ]
         );
     }
 }

@@ -1,0 +1,307 @@
+//! The engine and its sessions: prefill with prefix reuse and rollback, and streaming generation.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+use crate::LlmError;
+
+/// Prompt tokens computed per forward pass; bounds the attention scratch of long prompts.
+const PREFILL_CHUNK: usize = 256;
+
+/// A loaded model and tokenizer, shared by any number of sessions.
+#[derive(Clone)]
+pub struct Engine {
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    context: usize,
+}
+
+impl Engine {
+    /// Loads a GGUF model; each session's KV cache holds `context` positions (capped at the
+    /// model's trained context).
+    pub fn load(path: &Path, context: usize) -> Result<Self, LlmError> {
+        let (model, content) = Model::load(path)?;
+        let tokenizer = Tokenizer::from_gguf(&content.metadata)?;
+        let context = context.min(model.config.context_length).max(1);
+        Ok(Engine {
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            context,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    pub fn new_session(&self) -> Result<Session, LlmError> {
+        Ok(Session {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            cache: KvCache::new(&self.model.config, self.context, self.model.device())?,
+            tokens: Vec::new(),
+        })
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model ended its turn.
+    EndOfTurn,
+    /// A stop string appeared.
+    StopString,
+    MaxTokens,
+    /// The callback asked to stop.
+    Cancelled,
+    /// The context is full.
+    ContextFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops before any of these; they are not part of the text.
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            stop_strings: Vec::new(),
+        }
+    }
+}
+
+/// A finished generation and what it cost.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens computed (the rest were already in the cache).
+    pub prefill_tokens: usize,
+    pub prefill_ms: f64,
+    /// Prompt in → first token sampled.
+    pub ttft_ms: f64,
+    /// First token → last token.
+    pub decode_ms: f64,
+}
+
+impl Generation {
+    pub fn decode_tok_s(&self) -> f64 {
+        if self.tokens.len() < 2 || self.decode_ms <= 0.0 {
+            return 0.0;
+        }
+        (self.tokens.len() - 1) as f64 * 1000.0 / self.decode_ms
+    }
+    pub fn prefill_tok_s(&self) -> f64 {
+        if self.prefill_ms <= 0.0 {
+            return 0.0;
+        }
+        self.prefill_tokens as f64 * 1000.0 / self.prefill_ms
+    }
+    /// Time per output token after the first.
+    pub fn tpot_ms(&self) -> f64 {
+        if self.tokens.len() < 2 {
+            return 0.0;
+        }
+        self.decode_ms / (self.tokens.len() - 1) as f64
+    }
+}
+
+/// One conversation's view of the model: its KV cache and the tokens in it.
+pub struct Session {
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl Session {
+    /// The tokens whose keys and values are in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Rolls the cache back to its first `len` tokens.
+    pub fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+        self.tokens.truncate(len);
+    }
+
+    /// Appends `tokens` to the cache, returning logits `[tokens.len(), vocab]` when
+    /// `all_logits`, else the last position's `[1, vocab]`.
+    pub fn append(&mut self, tokens: &[u32], all_logits: bool) -> Result<Tensor, LlmError> {
+        self.cache.reserve(tokens.len())?;
+        let mut outputs = Vec::new();
+        let mut last = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let logits = self.model.forward(chunk, &mut self.cache, all_logits)?;
+            self.tokens.extend_from_slice(chunk);
+            if all_logits {
+                outputs.push(logits);
+            } else {
+                last = Some(logits);
+            }
+        }
+        match (all_logits, last) {
+            (true, _) => Ok(Tensor::cat(&outputs, 0)?),
+            (false, Some(l)) => Ok(l),
+            (false, None) => Err(LlmError::Compute(candle_core::Error::Msg(
+                "append of no tokens".into(),
+            ))),
+        }
+    }
+
+    /// Makes the cache hold exactly `prompt`: keeps the longest common prefix, rolls back the
+    /// rest, and computes what is new. Returns the last position's logits and how many tokens
+    /// were computed.
+    pub fn sync(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), LlmError> {
+        if prompt.is_empty() {
+            return Err(LlmError::Tokenizer("empty prompt".into()));
+        }
+        if prompt.len() > self.cache.capacity() {
+            return Err(LlmError::ContextFull {
+                needed: prompt.len(),
+                capacity: self.cache.capacity(),
+            });
+        }
+        let mut common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // The last prompt token is always recomputed: its logits start the reply.
+        common = common.min(prompt.len() - 1);
+        self.truncate(common);
+        let logits = self.append(&prompt[common..], false)?;
+        Ok((
+            logits.flatten_all()?.to_vec1::<f32>()?,
+            prompt.len() - common,
+        ))
+    }
+
+    /// Generates a reply to `prompt` (token ids of the whole conversation so far), streaming each
+    /// new piece of text to `on_text`; returning `false` from it cancels at once.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation, LlmError> {
+        let started = Instant::now();
+        let (mut logits, computed) = self.sync(prompt)?;
+        let prefill_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut sampler = Sampler::new(params.sampler);
+        let mut out: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut ttft_ms = 0.0;
+        let mut first_at = started;
+        let stop = loop {
+            if out.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let token = sampler.sample(&mut logits, &self.tokens);
+            if out.is_empty() {
+                first_at = Instant::now();
+                ttft_ms = started.elapsed().as_secs_f64() * 1000.0;
+            }
+            if self.tokenizer.stop_tokens.contains(&token) {
+                break StopReason::EndOfTurn;
+            }
+            out.push(token);
+            text = self.tokenizer.decode(&out)?;
+            if let Some(cut) = params
+                .stop_strings
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                if cut > emitted && !on_text(&text[emitted..]) {
+                    break StopReason::Cancelled;
+                }
+                break StopReason::StopString;
+            }
+            // Hold back a piece that ends inside a multi-byte character, and any tail that could
+            // still become a stop string.
+            let hold = params
+                .stop_strings
+                .iter()
+                .map(|s| {
+                    (1..s.len())
+                        .rev()
+                        .find(|&n| text.ends_with(&s[..n]))
+                        .unwrap_or(0)
+                })
+                .max()
+                .unwrap_or(0);
+            let ready = text.len() - hold;
+            if !text.ends_with('\u{FFFD}') && ready > emitted && text.is_char_boundary(ready) {
+                if !on_text(&text[emitted..ready]) {
+                    break StopReason::Cancelled;
+                }
+                emitted = ready;
+            }
+            if self.cache.len() + 1 > self.cache.capacity() {
+                break StopReason::ContextFull;
+            }
+            logits = self
+                .append(&[token], false)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+        };
+        if emitted < text.len() && stop != StopReason::Cancelled && !text.ends_with('\u{FFFD}') {
+            on_text(&text[emitted..]);
+        }
+        let decode_ms = if out.is_empty() {
+            0.0
+        } else {
+            first_at.elapsed().as_secs_f64() * 1000.0
+        };
+        Ok(Generation {
+            text,
+            tokens: out,
+            stop,
+            prompt_tokens: prompt.len(),
+            prefill_tokens: computed,
+            prefill_ms,
+            ttft_ms,
+            decode_ms,
+        })
+    }
+}
