@@ -1,4 +1,7 @@
+//! `hark`: the local voice assistant's command line.
+
 mod models_cmd;
+mod run_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -10,12 +13,18 @@ struct Cli {
     /// Models directory (default: $HARK_MODELS, ./models in a checkout, else ~/.local/share/hark/models).
     #[arg(long, global = true, value_name = "DIR")]
     models: Option<std::path::PathBuf>,
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Answer the questions spoken in WAV files: writes the spoken reply, prints the transcript,
+    /// the reply and each turn's latency.
+    Run(run_cmd::RunArgs),
     /// Fetch, list and verify models.
     Models(models_cmd::ModelsArgs),
 }
@@ -30,13 +39,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    let store = hark_models::ModelStore::open(
-        cli.models
-            .unwrap_or_else(hark_models::ModelStore::default_root),
-    )?;
+    init_logging(cli.verbose);
+    let store = hark_models::ModelStore::open(cli.models.unwrap_or_else(hark_models::ModelStore::default_root))?;
     match cli.command {
+        Command::Run(args) => run_cmd::run(args, &store),
         Command::Models(args) => models_cmd::run(args, &store),
     }
 }

@@ -1,1 +1,291 @@
+//! The conversation: finds each spoken turn, recognises it, answers it with the LLM, speaks the
+//! answer, and measures every part of the way (see `hark_core::trace`).
+//!
+//! This first pipeline runs the stages one after the other per turn, on the input's sample clock:
+//! a turn's clock starts when the turn detector decides the user has finished, and each stage's
+//! measured compute time is added to it. Later versions run the stages concurrently and stream.
 
+mod config;
+mod timeline;
+
+use std::time::Instant;
+
+use hark_asr::{AsrConfig, Transcriber};
+use hark_audio::{resample, SileroVad, TurnDetector};
+use hark_core::{AudioBuffer, EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
+use hark_llm::chat::chatml_prompt;
+use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason};
+use hark_tts::Voice;
+
+pub use config::{ModelPaths, PipelineConfig};
+pub use timeline::Timeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Audio(#[from] hark_audio::AudioError),
+    #[error("speech recognition: {0}")]
+    Asr(#[from] hark_asr::AsrError),
+    #[error("language model: {0}")]
+    Llm(#[from] hark_llm::LlmError),
+    #[error("speech synthesis: {0}")]
+    Tts(#[from] hark_tts::TtsError),
+    #[error(transparent)]
+    Onnx(#[from] hark_core::onnx::OnnxError),
+}
+
+/// What one input produced.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub turns: Vec<TurnRecord>,
+    /// The input as heard, 16 kHz mono.
+    pub heard: AudioBuffer,
+    /// Every reply on the input's clock, at the voice's rate (silence between replies).
+    pub timeline: Timeline,
+}
+
+impl Conversation {
+    /// The replies back to back with a short pause between them: what `--out` writes.
+    pub fn replies(&self) -> AudioBuffer {
+        self.timeline.replies_back_to_back(0.5)
+    }
+}
+
+/// Every model loaded and warmed, and the conversation so far.
+pub struct Pipeline {
+    config: PipelineConfig,
+    turns: TurnDetector,
+    asr: Transcriber,
+    engine: Engine,
+    session: Session,
+    voice: Voice,
+    history: Vec<ChatMessage>,
+    startup_ms: f64,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Pipeline {
+    /// Loads every model and runs each once, so no turn pays for a cold start.
+    pub fn load(config: PipelineConfig) -> Result<Self, PipelineError> {
+        let started = Instant::now();
+        let paths = &config.models;
+        hark_core::onnx::init(&paths.onnxruntime)?;
+        let vad = SileroVad::load(&paths.vad)?;
+        let turns = TurnDetector::new(vad, config.turn);
+        let asr = Transcriber::load(&paths.whisper, AsrConfig { threads: config.threads, ..AsrConfig::default() })?;
+        let engine = Engine::load(&paths.llm, config.context)?;
+        let session = engine.new_session()?;
+        let voice = Voice::load(&paths.voice, &paths.voice_config, &paths.espeak_data, config.threads)?;
+        let mut pipeline =
+            Pipeline { config, turns, asr, engine, session, voice, history: Vec::new(), startup_ms: 0.0 };
+        pipeline.warm_up()?;
+        pipeline.startup_ms = ms_since(started);
+        tracing::info!(startup_ms = pipeline.startup_ms, "pipeline ready");
+        Ok(pipeline)
+    }
+
+    fn warm_up(&mut self) -> Result<(), PipelineError> {
+        let second = AudioBuffer::silence(1000.0, ASR_SAMPLE_RATE);
+        self.turns.probabilities(&second.samples)?;
+        self.asr.transcribe(&second.samples)?;
+        // The system prompt's keys and values stay in the cache: every turn starts from them.
+        // (The next prompt shares the system message with this one; `sync` keeps that prefix.)
+        let prefix = self.prompt_tokens(&[])?;
+        self.session.sync(&prefix)?;
+        self.voice.synthesize("Hello.")?;
+        Ok(())
+    }
+
+    pub fn startup_ms(&self) -> f64 {
+        self.startup_ms
+    }
+
+    /// Forgets the conversation (the system prompt stays cached).
+    pub fn reset(&mut self) {
+        self.history.clear();
+    }
+
+    fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
+        let mut messages = vec![ChatMessage::new(Role::System, self.config.system_prompt.clone())];
+        messages.extend_from_slice(history);
+        Ok(self.engine.tokenizer().encode(&chatml_prompt(&messages))?)
+    }
+
+    /// The prompt for the next reply, dropping the oldest exchanges until it leaves room for the
+    /// reply in the context.
+    fn fitted_prompt(&mut self) -> Result<Vec<u32>, PipelineError> {
+        loop {
+            let tokens = self.prompt_tokens(&self.history)?;
+            let room = self.session.capacity().saturating_sub(self.config.max_reply_tokens);
+            if tokens.len() <= room || self.history.len() <= 1 {
+                return Ok(tokens);
+            }
+            // Drop the oldest user/assistant pair.
+            let drop = self.history.len().min(2);
+            self.history.drain(..drop);
+        }
+    }
+
+    /// Runs a whole input: every turn in it gets a transcript, a reply and a latency record,
+    /// passed to `on_turn` as soon as it is complete.
+    pub fn process(
+        &mut self,
+        input: &AudioBuffer,
+        input_name: &str,
+        mut on_turn: impl FnMut(&TurnRecord),
+    ) -> Result<Conversation, PipelineError> {
+        let heard = resample(input, ASR_SAMPLE_RATE)?;
+        let turns = {
+            let _span = tracing::info_span!("vad").entered();
+            self.turns.detect(&heard.samples)?
+        };
+        let mut timeline = Timeline::new(self.voice.sample_rate());
+        let mut records = Vec::new();
+        for turn in turns {
+            let number = records.len() + 1;
+            let mut rec = TurnRecord {
+                schema: SCHEMA_VERSION,
+                input: input_name.to_string(),
+                turn: number,
+                speech_start_ms: turn.speech_start_ms(),
+                speech_end_ms: turn.speech_end_ms(),
+                ..TurnRecord::default()
+            };
+            rec.spans.endpoint = turn.decided_ms() - turn.speech_end_ms();
+
+            let t = Instant::now();
+            let transcript = {
+                let _span = tracing::info_span!("asr_final", turn = number).entered();
+                self.asr.transcribe(&heard.samples[turn.audio_start..turn.decided_at])
+            };
+            rec.spans.asr_final = ms_since(t);
+            let transcript = match transcript {
+                Ok(t) => t,
+                Err(e) => {
+                    rec.error = Some(format!("speech recognition: {e}"));
+                    on_turn(&rec);
+                    records.push(rec);
+                    continue;
+                }
+            };
+            if transcript.text.is_empty() {
+                // Sound that held no words (noise, a cough): not a turn.
+                tracing::info!(turn = number, "no words heard; ignoring");
+                continue;
+            }
+            rec.transcript = transcript.text.clone();
+
+            match self.answer(&transcript.text, &mut rec) {
+                Ok(audio) => {
+                    let t = Instant::now();
+                    let ready_ms = turn.decided_ms() + rec.spans.asr_final + rec.spans.llm_ttft + rec.spans.first_clause + rec.spans.tts_first_audio;
+                    let start_ms = {
+                        let _span = tracing::info_span!("output", turn = number).entered();
+                        timeline.place(ready_ms, &audio.samples)
+                    };
+                    // Output: handing the audio to the sink, plus any wait while it still played
+                    // the previous reply.
+                    rec.reply_start_ms = start_ms + ms_since(t);
+                    rec.spans.output = rec.reply_start_ms - ready_ms;
+                    rec.reply_duration_ms = audio.duration_ms();
+                    rec.v2v_ms = rec.reply_start_ms - rec.speech_end_ms;
+                }
+                Err(e) => rec.error = Some(e.to_string()),
+            }
+            on_turn(&rec);
+            records.push(rec);
+        }
+        Ok(Conversation { turns: records, heard, timeline })
+    }
+
+    /// Replies to `text`, filling the LLM and TTS spans and engine figures of `rec`.
+    fn answer(&mut self, text: &str, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
+        self.history.push(ChatMessage::new(Role::User, text));
+        let prompt = self.fitted_prompt()?;
+        let params = GenerationParams {
+            max_tokens: self.config.max_reply_tokens,
+            sampler: self.config.sampler,
+            stop_strings: Vec::new(),
+        };
+        let max_sentences = self.config.max_reply_sentences;
+        let mut reply = String::new();
+        let generation = {
+            let _span = tracing::info_span!("llm", turn = rec.turn).entered();
+            self.session.generate(&prompt, &params, |piece| {
+                reply.push_str(piece);
+                // A spoken answer stays short: stop after enough whole sentences.
+                max_sentences == 0 || sentence_ends(&reply) < max_sentences
+            })
+        };
+        let generation = match generation {
+            Ok(g) => g,
+            Err(e) => {
+                self.history.pop();
+                return Err(e.into());
+            }
+        };
+        let reply_text = match generation.stop {
+            StopReason::Cancelled => trim_to_sentences(&generation.text, max_sentences),
+            _ => generation.text.trim().to_string(),
+        };
+        rec.spans.llm_ttft = generation.ttft_ms;
+        rec.spans.first_clause = generation.decode_ms;
+        rec.engine = EngineFigures {
+            prompt_tokens: generation.prompt_tokens,
+            prefill_tokens: generation.prefill_tokens,
+            reply_tokens: generation.tokens.len(),
+            prefill_tok_s: generation.prefill_tok_s(),
+            decode_tok_s: generation.decode_tok_s(),
+            tpot_ms: generation.tpot_ms(),
+        };
+        self.history.push(ChatMessage::new(Role::Assistant, reply_text.clone()));
+        rec.reply = reply_text.clone();
+
+        let t = Instant::now();
+        let audio = {
+            let _span = tracing::info_span!("tts_first_audio", turn = rec.turn).entered();
+            self.voice.synthesize(&reply_text)?
+        };
+        rec.spans.tts_first_audio = ms_since(t);
+        Ok(audio)
+    }
+}
+
+/// How many sentences `text` has finished: a . ! ? followed by a space or a line break.
+fn sentence_ends(text: &str) -> usize {
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(1))
+        .filter(|&i| matches!(b[i], b'.' | b'!' | b'?') && matches!(b[i + 1], b' ' | b'\n'))
+        .count()
+}
+
+/// The first `n` sentences of `text`.
+fn trim_to_sentences(text: &str, n: usize) -> String {
+    let b = text.as_bytes();
+    let mut seen = 0;
+    for i in 0..b.len() {
+        if matches!(b[i], b'.' | b'!' | b'?') && b.get(i + 1).is_none_or(|c| *c == b' ' || *c == b'\n') {
+            seen += 1;
+            if seen == n {
+                return text[..=i].trim().to_string();
+            }
+        }
+    }
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_are_counted_and_trimmed() {
+        assert_eq!(sentence_ends("Hi. How are you? Fine"), 2);
+        assert_eq!(sentence_ends("It is 3.5 km."), 0);
+        assert_eq!(trim_to_sentences("One. Two. Three", 2), "One. Two.");
+        assert_eq!(trim_to_sentences("No end", 2), "No end");
+    }
+}

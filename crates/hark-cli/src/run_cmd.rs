@@ -1,0 +1,212 @@
+//! `hark run`: WAV in, spoken reply out, with transcript and latency records.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hark_core::TurnRecord;
+use hark_models::{ids, ModelStore, Progress};
+use hark_pipeline::{ModelPaths, Pipeline, PipelineConfig};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Input WAV files (any common format; `-` reads one from standard input).
+    #[arg(required = true, value_name = "IN.wav")]
+    inputs: Vec<PathBuf>,
+    /// Where the spoken reply goes: a WAV file for one input, a directory for several
+    /// (`<name>.reply.wav` each), or `-` for standard output.
+    #[arg(long, short, value_name = "REPLY.wav")]
+    out: PathBuf,
+    /// Append one JSON record per turn (transcript, reply, every latency span) to this file.
+    #[arg(long, value_name = "T.jsonl")]
+    trace: Option<PathBuf>,
+    /// Write the conversation as heard: a stereo WAV, you on the left, Hark on the right, on
+    /// one clock (a directory when there are several inputs).
+    #[arg(long, value_name = "C.wav")]
+    conversation: Option<PathBuf>,
+    /// The assistant's instructions.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Longest reply, in tokens.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_reply_tokens: usize,
+    /// A reply stops after this many sentences (0: no limit).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_reply_sentences: usize,
+    /// Silence that ends a turn, ms.
+    #[arg(long, default_value_t = 500.0, value_name = "MS")]
+    end_silence_ms: f64,
+    /// Sampling temperature (0: greedy, reproducible).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed for sampling when the temperature is above 0.
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// Threads for recognition and synthesis (default: all cores, at most 4).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Fail instead of fetching missing models.
+    #[arg(long)]
+    no_fetch: bool,
+    /// Keep one conversation across all inputs instead of starting afresh for each.
+    #[arg(long)]
+    continue_conversation: bool,
+}
+
+pub fn model_paths(store: &ModelStore, fetch: bool) -> Result<ModelPaths> {
+    if !store.is_installed("default")? {
+        if !fetch {
+            bail!("models are missing in {}; run `hark models fetch` (or drop --no-fetch)", store.root().display());
+        }
+        eprintln!("hark: fetching the default models into {} (first use)…", store.root().display());
+        store.fetch("default", false, Progress::stderr()).context("fetching the default models")?;
+    }
+    Ok(ModelPaths {
+        whisper: store.require(ids::WHISPER_TINY_EN)?,
+        llm: store.require(ids::SMOLLM2)?,
+        voice: store.require(ids::PIPER_JOE)?,
+        voice_config: store.require(ids::PIPER_JOE_CONFIG)?,
+        espeak_data: store.require(ids::ESPEAK_DATA)?,
+        vad: store.require(ids::SILERO_VAD)?,
+        onnxruntime: store.require(ids::ONNXRUNTIME)?,
+    })
+}
+
+/// Where the reply (or conversation) of `input` goes.
+fn output_for(target: &Path, input: &Path, several: bool, suffix: &str) -> Result<PathBuf> {
+    if !several {
+        return Ok(target.to_path_buf());
+    }
+    if target == Path::new("-") {
+        bail!("with several inputs, --out must be a directory, not `-`");
+    }
+    std::fs::create_dir_all(target).with_context(|| format!("creating directory {}", target.display()))?;
+    let stem = if input == Path::new("-") {
+        "stdin".to_string()
+    } else {
+        input.file_stem().map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned())
+    };
+    Ok(target.join(format!("{stem}.{suffix}.wav")))
+}
+
+pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
+    if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        bail!("standard input (`-`) can be read only once");
+    }
+    let several = args.inputs.len() > 1;
+    if several && args.out.is_file() {
+        bail!("{} is a file; with several inputs --out must be a directory", args.out.display());
+    }
+    // With the reply on stdout, everything for people goes to stderr.
+    let to_stdout = args.out.as_os_str() == "-";
+    let mut report: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+
+    // Read every input first: a bad file is reported before minutes of model loading.
+    let mut inputs = Vec::new();
+    for path in &args.inputs {
+        let decoded = hark_audio::read_wav(path).with_context(|| format!("reading {}", path.display()))?;
+        if decoded.truncated {
+            eprintln!(
+                "hark: warning: {} is truncated; using the {:.2} s of audio it holds",
+                path.display(),
+                decoded.audio.duration_ms() / 1000.0
+            );
+        }
+        inputs.push((path.clone(), decoded.audio));
+    }
+
+    let paths = model_paths(store, !args.no_fetch)?;
+    let mut config = PipelineConfig::new(paths);
+    if let Some(system) = args.system {
+        config.system_prompt = system;
+    }
+    if let Some(threads) = args.threads {
+        config.threads = threads.max(1);
+    }
+    config.max_reply_tokens = args.max_reply_tokens.max(1);
+    config.max_reply_sentences = args.max_reply_sentences;
+    config.turn.end_silence_ms = args.end_silence_ms.max(32.0);
+    config.sampler.temperature = args.temperature.max(0.0);
+    config.sampler.seed = args.seed;
+    let mut pipeline = Pipeline::load(config).context("loading the models")?;
+    writeln!(report, "hark: models loaded and warmed in {:.0} ms", pipeline.startup_ms())?;
+
+    let mut trace = match &args.trace {
+        Some(p) => Some(BufWriter::new(
+            File::options().create(true).append(true).open(p).with_context(|| format!("opening trace file {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let color = !to_stdout && std::io::stdout().is_terminal();
+    let mut failures = 0;
+    for (path, audio) in &inputs {
+        if !args.continue_conversation {
+            pipeline.reset();
+        }
+        let name = path.display().to_string();
+        let mut trace_error = None;
+        let conversation = pipeline
+            .process(audio, &name, |rec| {
+                let _ = print_turn(&mut report, rec, color);
+                if let Some(t) = trace.as_mut() {
+                    if let Err(e) = serde_json::to_writer(&mut *t, rec).map_err(std::io::Error::from).and_then(|()| t.write_all(b"\n")) {
+                        trace_error.get_or_insert(e);
+                    }
+                }
+            })
+            .with_context(|| format!("processing {name}"))?;
+        if let Some(e) = trace_error {
+            return Err(e).context("writing the trace");
+        }
+        if conversation.turns.is_empty() {
+            writeln!(report, "[{name}] no speech heard: no reply")?;
+        }
+        failures += conversation.turns.iter().filter(|t| t.error.is_some()).count();
+        let out = output_for(&args.out, path, several, "reply")?;
+        hark_audio::write_wav(&out, &conversation.replies()).with_context(|| format!("writing {}", out.display()))?;
+        if let Some(target) = &args.conversation {
+            let out = output_for(target, path, several, "conversation")?;
+            let rate = conversation.timeline.sample_rate();
+            let left = hark_audio::resample(&conversation.heard, rate)?;
+            hark_audio::write_wav_stereo(&out, &left.samples, conversation.timeline.track(), rate)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        if let Some(t) = trace.as_mut() {
+            t.flush().context("writing the trace")?;
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} turn(s) failed (see above)");
+    }
+    Ok(())
+}
+
+fn print_turn(out: &mut dyn Write, rec: &TurnRecord, color: bool) -> std::io::Result<()> {
+    let (bold, dim, reset) = if color { ("\x1b[1m", "\x1b[2m", "\x1b[0m") } else { ("", "", "") };
+    writeln!(
+        out,
+        "{bold}[{}] turn {}{reset} {dim}(speech {:.2}–{:.2} s){reset}",
+        rec.input,
+        rec.turn,
+        rec.speech_start_ms / 1000.0,
+        rec.speech_end_ms / 1000.0
+    )?;
+    writeln!(out, "  heard: {}", rec.transcript)?;
+    if let Some(e) = &rec.error {
+        return writeln!(out, "  error: {e}");
+    }
+    writeln!(out, "  reply: {}", rec.reply)?;
+    let s = &rec.spans;
+    writeln!(
+        out,
+        "  {bold}v2v {:.0} ms{reset} = endpoint {:.0} + asr_final {:.0} + llm_ttft {:.0} + first_clause {:.0} + tts_first_audio {:.0} + output {:.0}",
+        rec.v2v_ms, s.endpoint, s.asr_final, s.llm_ttft, s.first_clause, s.tts_first_audio, s.output
+    )?;
+    writeln!(
+        out,
+        "  {dim}llm: {} prompt tokens ({} computed, {:.0} tok/s), {} reply tokens at {:.1} tok/s{reset}",
+        rec.engine.prompt_tokens, rec.engine.prefill_tokens, rec.engine.prefill_tok_s, rec.engine.reply_tokens, rec.engine.decode_tok_s
+    )
+}

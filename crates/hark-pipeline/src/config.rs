@@ -1,0 +1,58 @@
+//! What the pipeline loads, and how it behaves.
+
+use std::path::PathBuf;
+
+use hark_audio::TurnConfig;
+use hark_llm::SamplerConfig;
+
+/// Where each model file is.
+#[derive(Debug, Clone)]
+pub struct ModelPaths {
+    /// whisper.cpp ggml file.
+    pub whisper: PathBuf,
+    /// GGUF chat model.
+    pub llm: PathBuf,
+    /// Piper voice `.onnx` and its `.onnx.json`.
+    pub voice: PathBuf,
+    pub voice_config: PathBuf,
+    /// The `espeak-ng-data` directory.
+    pub espeak_data: PathBuf,
+    /// Silero VAD `.onnx`.
+    pub vad: PathBuf,
+    /// `libonnxruntime.so`.
+    pub onnxruntime: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub models: ModelPaths,
+    /// Threads for recognition and synthesis.
+    pub threads: usize,
+    pub system_prompt: String,
+    /// Hard cap on a reply's length in tokens.
+    pub max_reply_tokens: usize,
+    /// A reply stops after this many sentences (0: no limit).
+    pub max_reply_sentences: usize,
+    pub sampler: SamplerConfig,
+    /// KV cache positions per conversation.
+    pub context: usize,
+    pub turn: TurnConfig,
+}
+
+/// Short answers in a speaking style: a voice reply is listened to, not read.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Hark, a friendly voice assistant. Answer in one or two short spoken sentences. No lists, no markdown.";
+
+impl PipelineConfig {
+    pub fn new(models: ModelPaths) -> Self {
+        PipelineConfig {
+            models,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(4),
+            system_prompt: DEFAULT_SYSTEM_PROMPT.to_string(),
+            max_reply_tokens: 64,
+            max_reply_sentences: 2,
+            sampler: SamplerConfig { repetition_penalty: 1.1, ..SamplerConfig::default() },
+            context: 2048,
+            turn: TurnConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The reply track: each reply placed on the input's clock where it starts playing.
+
+use hark_core::audio::{ms_to_samples, samples_to_ms};
+use hark_core::AudioBuffer;
+
+/// Replies at the voice's rate, each at the sample where it leaves the pipeline. A reply never
+/// overlaps the one before it: a speaker plays one thing at a time.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    sample_rate: u32,
+    track: Vec<f32>,
+    /// (start sample, length) of each reply.
+    replies: Vec<(usize, usize)>,
+}
+
+impl Timeline {
+    pub fn new(sample_rate: u32) -> Self {
+        Timeline { sample_rate, track: Vec::new(), replies: Vec::new() }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Places `audio` at `at_ms` or, if the previous reply is still playing then, right after it.
+    /// Returns where it starts, ms.
+    pub fn place(&mut self, at_ms: f64, audio: &[f32]) -> f64 {
+        let busy_until = self.replies.last().map_or(0, |(s, n)| s + n);
+        let start = ms_to_samples(at_ms, self.sample_rate).max(busy_until);
+        if self.track.len() < start + audio.len() {
+            self.track.resize(start + audio.len(), 0.0);
+        }
+        self.track[start..start + audio.len()].copy_from_slice(audio);
+        self.replies.push((start, audio.len()));
+        samples_to_ms(start, self.sample_rate)
+    }
+
+    /// The whole track from time 0.
+    pub fn track(&self) -> &[f32] {
+        &self.track
+    }
+
+    pub fn replies_back_to_back(&self, pause_s: f32) -> AudioBuffer {
+        let gap = (pause_s * self.sample_rate as f32) as usize;
+        let mut out = Vec::new();
+        for (i, &(start, len)) in self.replies.iter().enumerate() {
+            if i > 0 {
+                out.extend(std::iter::repeat_n(0.0, gap));
+            }
+            out.extend_from_slice(&self.track[start..start + len]);
+        }
+        AudioBuffer::new(out, self.sample_rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_queue_behind_each_other() {
+        let mut t = Timeline::new(1000);
+        assert_eq!(t.place(100.0, &[1.0; 50]), 100.0);
+        // Ready at 120 ms, but the first reply plays until 150 ms.
+        assert_eq!(t.place(120.0, &[2.0; 10]), 150.0);
+        assert_eq!(t.track().len(), 160);
+        assert_eq!(t.track()[149], 1.0);
+        assert_eq!(t.track()[150], 2.0);
+        assert_eq!(t.replies_back_to_back(0.01).samples.len(), 70);
+    }
+}
