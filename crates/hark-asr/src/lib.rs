@@ -3,6 +3,8 @@
 //! This is whole-utterance recognition: one decode per turn. The model and its decoder state
 //! are loaded once and reused for every turn.
 
+mod ggml_check;
+
 use std::path::Path;
 
 use whisper_rs::{
@@ -70,6 +72,10 @@ impl Transcriber {
         if !model.is_file() {
             return Err(AsrError::ModelMissing(model.display().to_string()));
         }
+        ggml_check::check(model).map_err(|detail| AsrError::Load {
+            path: model.display().to_string(),
+            detail,
+        })?;
         // Route whisper.cpp's own logging away from stderr.
         whisper_rs::install_logging_hooks();
         let load_err = |e: whisper_rs::WhisperError| AsrError::Load {

@@ -173,8 +173,7 @@ fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f
     region
         .chunks(FRAME)
         .enumerate()
-        .filter(|(_, f)| frame_db(f) > threshold)
-        .last()
+        .rfind(|(_, f)| frame_db(f) > threshold)
         .map(|(i, f)| start + i * FRAME + f.len())
         .unwrap_or(vad_end)
 }

@@ -45,14 +45,21 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let store = hark_models::ModelStore::open(cli.models.unwrap_or_else(hark_models::ModelStore::default_root))?;
+    let store = hark_models::ModelStore::open(
+        cli.models
+            .unwrap_or_else(hark_models::ModelStore::default_root),
+    )?;
     match cli.command {
         Command::Run(args) => run_cmd::run(args, &store),
         Command::Models(args) => models_cmd::run(args, &store),

@@ -58,10 +58,35 @@ pub struct RunArgs {
 pub fn model_paths(store: &ModelStore, fetch: bool) -> Result<ModelPaths> {
     if !store.is_installed("default")? {
         if !fetch {
-            bail!("models are missing in {}; run `hark models fetch` (or drop --no-fetch)", store.root().display());
+            let problems: Vec<String> = store
+                .states("default")?
+                .into_iter()
+                .filter(|(_, state)| *state != hark_models::ItemState::Installed)
+                .map(|(item, state)| {
+                    format!(
+                        "{} ({})",
+                        item.id,
+                        if state == hark_models::ItemState::Missing {
+                            "missing"
+                        } else {
+                            "changed since verified"
+                        }
+                    )
+                })
+                .collect();
+            bail!(
+                "models in {} are not ready: {}\nfix: run `hark models fetch` (or drop --no-fetch)",
+                store.root().display(),
+                problems.join(", ")
+            );
         }
-        eprintln!("hark: fetching the default models into {} (first use)…", store.root().display());
-        store.fetch("default", false, Progress::stderr()).context("fetching the default models")?;
+        eprintln!(
+            "hark: fetching the default models into {} (first use)…",
+            store.root().display()
+        );
+        store
+            .fetch("default", false, Progress::stderr())
+            .context("fetching the default models")?;
     }
     Ok(ModelPaths {
         whisper: store.require(ids::WHISPER_TINY_EN)?,
@@ -82,11 +107,14 @@ fn output_for(target: &Path, input: &Path, several: bool, suffix: &str) -> Resul
     if target == Path::new("-") {
         bail!("with several inputs, --out must be a directory, not `-`");
     }
-    std::fs::create_dir_all(target).with_context(|| format!("creating directory {}", target.display()))?;
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("creating directory {}", target.display()))?;
     let stem = if input == Path::new("-") {
         "stdin".to_string()
     } else {
-        input.file_stem().map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned())
+        input
+            .file_stem()
+            .map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned())
     };
     Ok(target.join(format!("{stem}.{suffix}.wav")))
 }
@@ -97,16 +125,24 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     }
     let several = args.inputs.len() > 1;
     if several && args.out.is_file() {
-        bail!("{} is a file; with several inputs --out must be a directory", args.out.display());
+        bail!(
+            "{} is a file; with several inputs --out must be a directory",
+            args.out.display()
+        );
     }
     // With the reply on stdout, everything for people goes to stderr.
     let to_stdout = args.out.as_os_str() == "-";
-    let mut report: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let mut report: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
 
     // Read every input first: a bad file is reported before minutes of model loading.
     let mut inputs = Vec::new();
     for path in &args.inputs {
-        let decoded = hark_audio::read_wav(path).with_context(|| format!("reading {}", path.display()))?;
+        let decoded =
+            hark_audio::read_wav(path).with_context(|| format!("reading {}", path.display()))?;
         if decoded.truncated {
             eprintln!(
                 "hark: warning: {} is truncated; using the {:.2} s of audio it holds",
@@ -131,11 +167,19 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     config.sampler.temperature = args.temperature.max(0.0);
     config.sampler.seed = args.seed;
     let mut pipeline = Pipeline::load(config).context("loading the models")?;
-    writeln!(report, "hark: models loaded and warmed in {:.0} ms", pipeline.startup_ms())?;
+    writeln!(
+        report,
+        "hark: models loaded and warmed in {:.0} ms",
+        pipeline.startup_ms()
+    )?;
 
     let mut trace = match &args.trace {
         Some(p) => Some(BufWriter::new(
-            File::options().create(true).append(true).open(p).with_context(|| format!("opening trace file {}", p.display()))?,
+            File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening trace file {}", p.display()))?,
         )),
         None => None,
     };
@@ -151,7 +195,10 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
             .process(audio, &name, |rec| {
                 let _ = print_turn(&mut report, rec, color);
                 if let Some(t) = trace.as_mut() {
-                    if let Err(e) = serde_json::to_writer(&mut *t, rec).map_err(std::io::Error::from).and_then(|()| t.write_all(b"\n")) {
+                    if let Err(e) = serde_json::to_writer(&mut *t, rec)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| t.write_all(b"\n"))
+                    {
                         trace_error.get_or_insert(e);
                     }
                 }
@@ -163,9 +210,14 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         if conversation.turns.is_empty() {
             writeln!(report, "[{name}] no speech heard: no reply")?;
         }
-        failures += conversation.turns.iter().filter(|t| t.error.is_some()).count();
+        failures += conversation
+            .turns
+            .iter()
+            .filter(|t| t.error.is_some())
+            .count();
         let out = output_for(&args.out, path, several, "reply")?;
-        hark_audio::write_wav(&out, &conversation.replies()).with_context(|| format!("writing {}", out.display()))?;
+        hark_audio::write_wav(&out, &conversation.replies())
+            .with_context(|| format!("writing {}", out.display()))?;
         if let Some(target) = &args.conversation {
             let out = output_for(target, path, several, "conversation")?;
             let rate = conversation.timeline.sample_rate();
@@ -184,7 +236,11 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
 }
 
 fn print_turn(out: &mut dyn Write, rec: &TurnRecord, color: bool) -> std::io::Result<()> {
-    let (bold, dim, reset) = if color { ("\x1b[1m", "\x1b[2m", "\x1b[0m") } else { ("", "", "") };
+    let (bold, dim, reset) = if color {
+        ("\x1b[1m", "\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "", "")
+    };
     writeln!(
         out,
         "{bold}[{}] turn {}{reset} {dim}(speech {:.2}–{:.2} s){reset}",

@@ -181,3 +181,17 @@ fn a_prompt_longer_than_the_context_is_a_clear_error() {
         .to_string();
     assert!(err.contains("context holds 64"), "{err}");
 }
+
+#[test]
+fn damaged_or_missing_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00 truncated nonsense").unwrap();
+    let err = Engine::load(&bad, 64).err().unwrap().to_string();
+    assert!(err.contains("not a usable GGUF model"), "{err}");
+    let err = Engine::load(&dir.path().join("none.gguf"), 64)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("hark models fetch"), "{err}");
+}

@@ -192,7 +192,6 @@ pub fn extract(
             if !out.status.success() {
                 return Err(corrupt(&String::from_utf8_lossy(&out.stderr)));
             }
-            drop(save);
             for (name, target) in links {
                 if let Some(dest) = wanted(name.trim_start_matches("./")) {
                     if let Some(parent) = dest.parent() {

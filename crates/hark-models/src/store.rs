@@ -25,6 +25,9 @@ struct Stamp {
     mtime_ns: u128,
 }
 
+/// One item's verification: its id and whether its hash matched.
+pub type VerifyRow = (String, Result<(), ModelsError>);
+
 /// The state of one item in the models directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemState {
@@ -158,7 +161,7 @@ impl ModelStore {
         &self,
         set: &str,
         progress: Progress,
-    ) -> Result<Vec<(String, Result<(), ModelsError>)>, ModelsError> {
+    ) -> Result<Vec<VerifyRow>, ModelsError> {
         let mut stamps = self.load_stamps();
         let mut rows = Vec::new();
         for item in self.manifest.closure(set)? {

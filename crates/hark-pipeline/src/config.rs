@@ -46,11 +46,16 @@ impl PipelineConfig {
     pub fn new(models: ModelPaths) -> Self {
         PipelineConfig {
             models,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(4),
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
             system_prompt: DEFAULT_SYSTEM_PROMPT.to_string(),
             max_reply_tokens: 64,
             max_reply_sentences: 2,
-            sampler: SamplerConfig { repetition_penalty: 1.1, ..SamplerConfig::default() },
+            sampler: SamplerConfig {
+                repetition_penalty: 1.1,
+                ..SamplerConfig::default()
+            },
             context: 2048,
             turn: TurnConfig::default(),
         }

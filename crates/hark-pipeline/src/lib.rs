@@ -75,12 +75,31 @@ impl Pipeline {
         hark_core::onnx::init(&paths.onnxruntime)?;
         let vad = SileroVad::load(&paths.vad)?;
         let turns = TurnDetector::new(vad, config.turn);
-        let asr = Transcriber::load(&paths.whisper, AsrConfig { threads: config.threads, ..AsrConfig::default() })?;
+        let asr = Transcriber::load(
+            &paths.whisper,
+            AsrConfig {
+                threads: config.threads,
+                ..AsrConfig::default()
+            },
+        )?;
         let engine = Engine::load(&paths.llm, config.context)?;
         let session = engine.new_session()?;
-        let voice = Voice::load(&paths.voice, &paths.voice_config, &paths.espeak_data, config.threads)?;
-        let mut pipeline =
-            Pipeline { config, turns, asr, engine, session, voice, history: Vec::new(), startup_ms: 0.0 };
+        let voice = Voice::load(
+            &paths.voice,
+            &paths.voice_config,
+            &paths.espeak_data,
+            config.threads,
+        )?;
+        let mut pipeline = Pipeline {
+            config,
+            turns,
+            asr,
+            engine,
+            session,
+            voice,
+            history: Vec::new(),
+            startup_ms: 0.0,
+        };
         pipeline.warm_up()?;
         pipeline.startup_ms = ms_since(started);
         tracing::info!(startup_ms = pipeline.startup_ms, "pipeline ready");
@@ -109,7 +128,10 @@ impl Pipeline {
     }
 
     fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
-        let mut messages = vec![ChatMessage::new(Role::System, self.config.system_prompt.clone())];
+        let mut messages = vec![ChatMessage::new(
+            Role::System,
+            self.config.system_prompt.clone(),
+        )];
         messages.extend_from_slice(history);
         Ok(self.engine.tokenizer().encode(&chatml_prompt(&messages))?)
     }
@@ -119,7 +141,10 @@ impl Pipeline {
     fn fitted_prompt(&mut self) -> Result<Vec<u32>, PipelineError> {
         loop {
             let tokens = self.prompt_tokens(&self.history)?;
-            let room = self.session.capacity().saturating_sub(self.config.max_reply_tokens);
+            let room = self
+                .session
+                .capacity()
+                .saturating_sub(self.config.max_reply_tokens);
             if tokens.len() <= room || self.history.len() <= 1 {
                 return Ok(tokens);
             }
@@ -159,7 +184,8 @@ impl Pipeline {
             let t = Instant::now();
             let transcript = {
                 let _span = tracing::info_span!("asr_final", turn = number).entered();
-                self.asr.transcribe(&heard.samples[turn.audio_start..turn.decided_at])
+                self.asr
+                    .transcribe(&heard.samples[turn.audio_start..turn.decided_at])
             };
             rec.spans.asr_final = ms_since(t);
             let transcript = match transcript {
@@ -181,7 +207,11 @@ impl Pipeline {
             match self.answer(&transcript.text, &mut rec) {
                 Ok(audio) => {
                     let t = Instant::now();
-                    let ready_ms = turn.decided_ms() + rec.spans.asr_final + rec.spans.llm_ttft + rec.spans.first_clause + rec.spans.tts_first_audio;
+                    let ready_ms = turn.decided_ms()
+                        + rec.spans.asr_final
+                        + rec.spans.llm_ttft
+                        + rec.spans.first_clause
+                        + rec.spans.tts_first_audio;
                     let start_ms = {
                         let _span = tracing::info_span!("output", turn = number).entered();
                         timeline.place(ready_ms, &audio.samples)
@@ -198,7 +228,11 @@ impl Pipeline {
             on_turn(&rec);
             records.push(rec);
         }
-        Ok(Conversation { turns: records, heard, timeline })
+        Ok(Conversation {
+            turns: records,
+            heard,
+            timeline,
+        })
     }
 
     /// Replies to `text`, filling the LLM and TTS spans and engine figures of `rec`.
@@ -241,7 +275,8 @@ impl Pipeline {
             decode_tok_s: generation.decode_tok_s(),
             tpot_ms: generation.tpot_ms(),
         };
-        self.history.push(ChatMessage::new(Role::Assistant, reply_text.clone()));
+        self.history
+            .push(ChatMessage::new(Role::Assistant, reply_text.clone()));
         rec.reply = reply_text.clone();
 
         let t = Instant::now();
@@ -267,7 +302,9 @@ fn trim_to_sentences(text: &str, n: usize) -> String {
     let b = text.as_bytes();
     let mut seen = 0;
     for i in 0..b.len() {
-        if matches!(b[i], b'.' | b'!' | b'?') && b.get(i + 1).is_none_or(|c| *c == b' ' || *c == b'\n') {
+        if matches!(b[i], b'.' | b'!' | b'?')
+            && b.get(i + 1).is_none_or(|c| *c == b' ' || *c == b'\n')
+        {
             seen += 1;
             if seen == n {
                 return text[..=i].trim().to_string();

@@ -15,7 +15,11 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new(sample_rate: u32) -> Self {
-        Timeline { sample_rate, track: Vec::new(), replies: Vec::new() }
+        Timeline {
+            sample_rate,
+            track: Vec::new(),
+            replies: Vec::new(),
+        }
     }
 
     pub fn sample_rate(&self) -> u32 {

@@ -60,6 +60,31 @@ const PAD: char = '_';
 const BOS: char = '^';
 const EOS: char = '$';
 
+/// Level under which the start and end of a sentence count as silence (about -46 dBFS).
+const SILENCE_LEVEL: f32 = 0.005;
+
+/// Cuts the silence VITS puts before and after speech, so a reply starts on its first phoneme.
+/// A 2 ms fade at each cut avoids clicks.
+pub fn trim_silence(audio: &[f32], sample_rate: u32) -> Vec<f32> {
+    let (Some(first), Some(last)) = (
+        audio.iter().position(|s| s.abs() > SILENCE_LEVEL),
+        audio.iter().rposition(|s| s.abs() > SILENCE_LEVEL),
+    ) else {
+        return Vec::new();
+    };
+    let fade = (sample_rate as usize / 500).max(1);
+    let start = first.saturating_sub(fade);
+    let end = (last + fade).min(audio.len() - 1);
+    let mut out = audio[start..=end].to_vec();
+    let n = out.len();
+    for i in 0..fade.min(n) {
+        let g = i as f32 / fade as f32;
+        out[i] *= g;
+        out[n - 1 - i] *= g;
+    }
+    out
+}
+
 /// A loaded Piper voice.
 pub struct Voice {
     session: Session,
@@ -165,6 +190,7 @@ impl Voice {
         }
         let ids = self.ids(&phonemes);
         let inf = self.config.inference;
+        let rate = self.sample_rate();
         let err = |e: ort::Error| TtsError::Synthesis(e.to_string());
         let n = ids.len();
         let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
@@ -182,7 +208,7 @@ impl Voice {
         }
         .map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        Ok(audio
+        let audio: Vec<f32> = audio
             .iter()
             .map(|s| {
                 if s.is_finite() {
@@ -191,7 +217,8 @@ impl Voice {
                     0.0
                 }
             })
-            .collect())
+            .collect();
+        Ok(trim_silence(&audio, rate))
     }
 
     /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences.
@@ -210,5 +237,22 @@ impl Voice {
             samples.extend(audio);
         }
         Ok(AudioBuffer::new(samples, self.sample_rate()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_silence;
+
+    #[test]
+    fn silence_is_trimmed_at_both_ends() {
+        let mut audio = vec![0.0; 1000];
+        audio.extend(std::iter::repeat_n(0.5, 100));
+        audio.extend(vec![0.001; 1000]);
+        let out = trim_silence(&audio, 1000);
+        assert_eq!(out.len(), 104);
+        assert_eq!(out[0], 0.0, "fades in");
+        assert!(out[3] > 0.4);
+        assert!(trim_silence(&[0.0; 50], 1000).is_empty());
     }
 }

@@ -1,0 +1,80 @@
+//! Silero VAD and the turn detector on real recorded speech.
+
+use std::path::PathBuf;
+
+use hark_audio::{SileroVad, TurnConfig, TurnDetector};
+
+fn models() -> PathBuf {
+    std::env::var_os("HARK_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+fn detector() -> TurnDetector {
+    let m = models();
+    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `hark models fetch`",
+        lib.display()
+    );
+    hark_core::onnx::init(&lib).unwrap();
+    TurnDetector::new(
+        SileroVad::load(&m.join("silero-vad/silero_vad.onnx")).unwrap(),
+        TurnConfig::default(),
+    )
+}
+
+fn raw(name: &str) -> Vec<f32> {
+    let path = models().join("testdata/pocketsphinx").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `hark models fetch --set test`",
+            path.display()
+        )
+    });
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+#[test]
+fn two_utterances_with_a_pause_are_two_turns() {
+    let mut d = detector();
+    let (a, b) = (raw("goforward.raw"), raw("something.raw"));
+    let mut input = a.clone();
+    input.extend(vec![0.0; 16_000]); // a second of silence
+    input.extend(&b);
+    input.extend(vec![0.0; 16_000]);
+    let turns = d.detect(&input).unwrap();
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    // Each turn ends after its speech and is decided after the configured silence.
+    assert!(turns[0].speech_end <= a.len() && turns[0].speech_end > a.len() / 2);
+    assert!(turns[1].speech_start > a.len() + 16_000 - 4_000);
+    for t in &turns {
+        let waited = t.decided_ms() - t.speech_end_ms();
+        assert!((400.0..800.0).contains(&waited), "{waited} ms");
+        assert!(t.audio_start < t.speech_start, "pre-roll kept");
+    }
+}
+
+#[test]
+fn silence_is_no_turn() {
+    let mut d = detector();
+    assert!(d.detect(&vec![0.0; 16_000 * 5]).unwrap().is_empty());
+    assert!(d.detect(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_model_is_an_error() {
+    detector();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("vad.onnx");
+    std::fs::write(&bad, b"\x08\x07garbage").unwrap();
+    assert!(SileroVad::load(&bad)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("vad.onnx"));
+}

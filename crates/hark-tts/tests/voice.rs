@@ -1,0 +1,80 @@
+//! The real joe voice: synthesis, phonemes, and broken voice files.
+
+use std::path::PathBuf;
+
+use hark_tts::Voice;
+
+fn models() -> PathBuf {
+    std::env::var_os("HARK_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+fn init() -> PathBuf {
+    let m = models();
+    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `hark models fetch`",
+        lib.display()
+    );
+    hark_core::onnx::init(&lib).unwrap();
+    m
+}
+
+fn voice() -> Voice {
+    let m = init();
+    Voice::load(
+        &m.join("piper-joe/en_US-joe-medium.onnx"),
+        &m.join("piper-joe/en_US-joe-medium.onnx.json"),
+        &m.join("espeak/espeak-ng-data"),
+        2,
+    )
+    .unwrap()
+}
+
+#[test]
+fn speaks_a_sentence_at_the_voice_rate() {
+    let mut v = voice();
+    assert_eq!(v.sample_rate(), 22_050);
+    assert_eq!(v.phonemes("Hello world.").unwrap(), "həlˈoʊ wˈɜːld.");
+    let audio = v.synthesize("**Hello** there. How are you today?").unwrap();
+    let secs = audio.duration_ms() / 1000.0;
+    assert!((1.0..4.0).contains(&secs), "{secs} s");
+    assert!(audio.rms() > 0.02, "audible: rms {}", audio.rms());
+    assert!(
+        audio.samples[0].abs() < 0.01,
+        "starts on the first phoneme after a fade, not a click"
+    );
+    assert!(
+        v.synthesize("  ** ").unwrap().is_empty(),
+        "nothing speakable, no audio"
+    );
+}
+
+#[test]
+fn broken_voice_files_are_clear_errors() {
+    let m = init();
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("v.onnx");
+    std::fs::write(&onnx, b"not onnx").unwrap();
+    let json = m.join("piper-joe/en_US-joe-medium.onnx.json");
+    let espeak = m.join("espeak/espeak-ng-data");
+    let err = Voice::load(&onnx, &json, &espeak, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("could not be loaded"), "{err}");
+    let bad_json = dir.path().join("v.onnx.json");
+    std::fs::write(&bad_json, b"{\"audio\": 3}").unwrap();
+    let err = Voice::load(
+        &m.join("piper-joe/en_US-joe-medium.onnx"),
+        &bad_json,
+        &espeak,
+        1,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("voice configuration"), "{err}");
+}
