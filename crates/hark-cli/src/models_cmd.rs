@@ -52,7 +52,7 @@ pub fn run(args: ModelsArgs, store: &ModelStore) -> Result<()> {
             }
         }
         ModelsCommand::List { set } => {
-            println!("{:<24} {:<11} {:<52} from", "model", "state", "path");
+            println!("{:<28} {:<11} {:<54} from", "model", "state", "path");
             for (item, state) in store.states(&set)? {
                 let state = match state {
                     ItemState::Installed => "installed",
@@ -82,7 +82,7 @@ pub fn run(args: ModelsArgs, store: &ModelStore) -> Result<()> {
                         format!("converted from {}", c.inputs().join(", "))
                     }
                 };
-                println!("{:<24} {:<11} {:<52} {from}", item.id, state, item.path);
+                println!("{:<28} {:<11} {:<54} {from}", item.id, state, item.path);
             }
         }
         ModelsCommand::Verify { set } => {

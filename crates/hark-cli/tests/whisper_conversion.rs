@@ -69,3 +69,23 @@ fn a_damaged_whisper_file_is_an_error_not_a_crash() {
             .to_string();
     assert!(err.contains("hark models fetch"), "{err}");
 }
+
+#[test]
+#[ignore = "needs the quality set (`hark models fetch --set quality`, 1.8 GB)"]
+fn converted_base_transcribes() {
+    let store = ModelStore::open(models_dir()).unwrap();
+    let mut asr = hark_asr::Transcriber::load(
+        &store.require(ids::WHISPER_BASE).unwrap(),
+        hark_asr::AsrConfig::default(),
+    )
+    .unwrap();
+    let t = asr
+        .transcribe(&read_raw(&testdata().join("something.raw")))
+        .unwrap();
+    assert_eq!(
+        hark_core::wer::wer("go somewhere and do something", &t.text),
+        0.0,
+        "{:?}",
+        t.text
+    );
+}

@@ -195,3 +195,32 @@ fn damaged_or_missing_model_files_are_clear_errors() {
         .to_string();
     assert!(err.contains("hark models fetch"), "{err}");
 }
+
+#[test]
+#[ignore = "needs the quality set (`hark models fetch --set quality`, 1.8 GB)"]
+fn qwen2_answers_a_simple_question() {
+    let path = model_path()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("qwen2.5-coder/qwen2.5-coder-0.5b-instruct.gguf");
+    let e = Engine::load(&path, 512).unwrap();
+    let t = e.tokenizer();
+    assert_eq!(
+        t.encode("<|im_start|>").unwrap(),
+        [t.token_id("<|im_start|>").unwrap()]
+    );
+    let mut s = e.new_session().unwrap();
+    let g = s
+        .generate(
+            &prompt(&e, "What is the capital of France?"),
+            &GenerationParams {
+                max_tokens: 30,
+                ..Default::default()
+            },
+            |_| true,
+        )
+        .unwrap();
+    assert!(g.text.contains("Paris"), "{:?}", g.text);
+}

@@ -157,11 +157,7 @@ impl ModelStore {
     }
 
     /// Hashes every installed item of `set` in full; returns (item, ok, detail) rows.
-    pub fn verify(
-        &self,
-        set: &str,
-        progress: Progress,
-    ) -> Result<Vec<VerifyRow>, ModelsError> {
+    pub fn verify(&self, set: &str, progress: Progress) -> Result<Vec<VerifyRow>, ModelsError> {
         let mut stamps = self.load_stamps();
         let mut rows = Vec::new();
         for item in self.manifest.closure(set)? {

@@ -506,13 +506,15 @@ fn read_npz_matrix(path: &Path, name: &str) -> Result<(usize, usize, Vec<f32>), 
 /// The tiktoken vocabulary: one token a line, `base64(bytes) rank`, in rank order.
 fn read_tiktoken(path: &Path) -> Result<Vec<Vec<u8>>, ModelsError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelsError::io(path, e))?;
-    let engine = base64::engine::general_purpose::STANDARD;
+    // Python's decoder, which wrote these files, accepts missing or extra padding (the
+    // multilingual file holds a bare "=" for an empty token), so we decode without padding.
+    let engine = base64::engine::general_purpose::STANDARD_NO_PAD;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, line)| {
             let token = line.split_whitespace().next().unwrap_or_default();
-            engine.decode(token).map_err(|e| {
+            engine.decode(token.trim_end_matches('=')).map_err(|e| {
                 ModelsError::Convert(format!(
                     "{}: line {}: bad base64: {e}",
                     path.display(),
