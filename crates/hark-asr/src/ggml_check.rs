@@ -50,7 +50,7 @@ impl Reader {
     }
     fn skip(&mut self, n: u64) -> Result<(), String> {
         let pos = self.inner.stream_position().map_err(|e| e.to_string())?;
-        if pos + n > self.len {
+        if pos.checked_add(n).is_none_or(|end| end > self.len) {
             return Err("the file ends early".into());
         }
         self.inner

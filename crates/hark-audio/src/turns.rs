@@ -93,7 +93,9 @@ impl TurnDetector {
 
 /// Turns from per-window probabilities (pure logic, so it is testable without the model).
 pub fn segment(probs: &[f32], samples: &[f32], c: &TurnConfig) -> Vec<Turn> {
-    let end_windows = (ms_to_samples(c.end_silence_ms, ASR_SAMPLE_RATE) / WINDOW).max(1);
+    let end_windows = ms_to_samples(c.end_silence_ms, ASR_SAMPLE_RATE)
+        .div_ceil(WINDOW)
+        .max(1);
     let min_speech = ms_to_samples(c.min_speech_ms, ASR_SAMPLE_RATE);
     let pre_roll = ms_to_samples(c.pre_roll_ms, ASR_SAMPLE_RATE);
     let floor_db = noise_floor_db(samples);

@@ -8,7 +8,7 @@ use hark_core::AudioBuffer;
 
 use crate::AudioError;
 
-/// Inputs longer than this are refused rather than read into memory.
+/// Inputs longer than this are refused (before their samples are decoded).
 pub const MAX_MINUTES: u32 = 120;
 
 /// A WAV decoded to mono, with what was noticed on the way.
@@ -35,6 +35,23 @@ pub fn read_wav(path: &Path) -> Result<DecodedWav, AudioError> {
         })?;
         buf
     } else {
+        // Refuse what cannot be a sane input before reading it: 2 hours of 8-channel 32-bit
+        // audio at 96 kHz is about 22 GB; 4 GiB is the WAV format's own limit.
+        let len = std::fs::metadata(path)
+            .map_err(|source| AudioError::Io {
+                path: name.clone(),
+                source,
+            })?
+            .len();
+        if len > u32::MAX as u64 + 8 {
+            return Err(AudioError::Unsupported {
+                path: name,
+                detail: format!(
+                    "{:.1} GB is larger than any WAV file can be",
+                    len as f64 / 1e9
+                ),
+            });
+        }
         std::fs::read(path).map_err(|source| AudioError::Io {
             path: name.clone(),
             source,
@@ -163,12 +180,15 @@ fn repair_truncated(bytes: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) {
             if (len as usize) <= available {
                 return (bytes.into(), false);
             }
+            // Programs that write a WAV to a pipe cannot know its length and leave these
+            // placeholders: "to the end of the stream", not a truncated file.
+            let streamed = len == u32::MAX;
             let whole = available - available % block_align;
             let mut fixed = bytes[..body + whole].to_vec();
             fixed[pos + 4..pos + 8].copy_from_slice(&(whole as u32).to_le_bytes());
             let riff = (fixed.len() - 8) as u32;
             fixed[4..8].copy_from_slice(&riff.to_le_bytes());
-            return (fixed.into(), true);
+            return (fixed.into(), !streamed);
         }
         pos = body + len as usize + (len as usize & 1);
     }
@@ -267,8 +287,11 @@ fn write_frames<const C: usize>(
     } else {
         // Write beside the target, then rename: a reader never sees half a file.
         let tmp = path.with_extension("wav.partial");
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
     }
 }
 
@@ -390,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_length_is_not_truncation() {
+        let mut bytes = wav_bytes(spec(1, 16000, 16, false), |w| {
+            (0..100).for_each(|i| w.write_sample(i as i16).unwrap())
+        });
+        bytes[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let d = read_wav_bytes(&bytes, "pipe").unwrap();
+        assert_eq!(d.audio.samples.len(), 100);
+        assert!(!d.truncated);
+    }
+
+    #[test]
     fn writes_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.wav");
@@ -401,6 +436,10 @@ mod tests {
             assert!((a - b).abs() < 1e-3);
         }
         write_wav_stereo(&p, &[0.1, 0.2], &[0.3], 16000).unwrap();
+        // Writing where a directory stands fails and leaves nothing behind.
+        let err = write_wav(dir.path(), &audio);
+        assert!(err.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert_eq!(read_wav(&p).unwrap().channels, 2);
     }
 }

@@ -1,6 +1,7 @@
 //! `hark`: the local voice assistant's command line.
 
 mod models_cmd;
+mod report_cmd;
 mod run_cmd;
 
 use anyhow::Result;
@@ -10,7 +11,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hark", version, about)]
 struct Cli {
-    /// Models directory (default: $HARK_MODELS, ./models in a checkout, else ~/.local/share/hark/models).
+    /// Models directory (default: $HARK_MODELS, else ./models in a checkout, else
+    /// $XDG_DATA_HOME/hark/models or ~/.local/share/hark/models).
     #[arg(long, global = true, value_name = "DIR")]
     models: Option<std::path::PathBuf>,
     /// More log output (repeat for more); RUST_LOG overrides.
@@ -25,6 +27,9 @@ enum Command {
     /// Answer the questions spoken in WAV files: writes the spoken reply, prints the transcript,
     /// the reply and each turn's latency.
     Run(run_cmd::RunArgs),
+    /// Read latency records (`hark run --trace`): per-stage tables, HTML/SVG/PNG charts,
+    /// comparisons of two runs, Chrome traces.
+    Report(report_cmd::ReportArgs),
     /// Fetch, list and verify models.
     Models(models_cmd::ModelsArgs),
 }
@@ -62,6 +67,7 @@ fn real_main() -> Result<()> {
     )?;
     match cli.command {
         Command::Run(args) => run_cmd::run(args, &store),
+        Command::Report(args) => report_cmd::run(args),
         Command::Models(args) => models_cmd::run(args, &store),
     }
 }

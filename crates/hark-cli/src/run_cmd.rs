@@ -109,14 +109,17 @@ fn output_for(target: &Path, input: &Path, several: bool, suffix: &str) -> Resul
     }
     std::fs::create_dir_all(target)
         .with_context(|| format!("creating directory {}", target.display()))?;
-    let stem = if input == Path::new("-") {
+    Ok(target.join(format!("{}.{suffix}.wav", output_stem(input))))
+}
+
+fn output_stem(input: &Path) -> String {
+    if input == Path::new("-") {
         "stdin".to_string()
     } else {
         input
             .file_stem()
             .map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned())
-    };
-    Ok(target.join(format!("{stem}.{suffix}.wav")))
+    }
 }
 
 pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
@@ -124,6 +127,24 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         bail!("standard input (`-`) can be read only once");
     }
     let several = args.inputs.len() > 1;
+    if args.out.as_os_str() == "-"
+        && args
+            .conversation
+            .as_ref()
+            .is_some_and(|c| c.as_os_str() == "-")
+    {
+        bail!("--out and --conversation cannot both go to standard output");
+    }
+    if several {
+        // Outputs are named after the inputs: two inputs of the same name would overwrite.
+        let mut stems = std::collections::HashSet::new();
+        for p in &args.inputs {
+            let stem = output_stem(p);
+            if !stems.insert(stem.clone()) {
+                bail!("two inputs are named `{stem}`: their replies would overwrite each other; rename one");
+            }
+        }
+    }
     if several && args.out.is_file() {
         bail!(
             "{} is a file; with several inputs --out must be a directory",
@@ -262,7 +283,12 @@ fn print_turn(out: &mut dyn Write, rec: &TurnRecord, color: bool) -> std::io::Re
     )?;
     writeln!(
         out,
-        "  {dim}llm: {} prompt tokens ({} computed, {:.0} tok/s), {} reply tokens at {:.1} tok/s{reset}",
-        rec.engine.prompt_tokens, rec.engine.prefill_tokens, rec.engine.prefill_tok_s, rec.engine.reply_tokens, rec.engine.decode_tok_s
+        "  {dim}llm: {} prompt tokens ({} computed, {:.0} tok/s), {} reply tokens at {:.1} tok/s, {:.0} MB (model + KV cache){reset}",
+        rec.engine.prompt_tokens,
+        rec.engine.prefill_tokens,
+        rec.engine.prefill_tok_s,
+        rec.engine.reply_tokens,
+        rec.engine.decode_tok_s,
+        rec.engine.peak_memory_mb
     )
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-static RUNTIME: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<PathBuf, OnnxError>> = OnceLock::new();
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OnnxError {
@@ -25,7 +25,7 @@ pub enum OnnxError {
 pub fn init(library: &Path) -> Result<(), OnnxError> {
     let result = RUNTIME.get_or_init(|| {
         if !library.is_file() {
-            return Err(format!("missing:{}", library.display()));
+            return Err(OnnxError::Missing(library.to_path_buf()));
         }
         match ort::init_from(library) {
             Ok(builder) => {
@@ -33,27 +33,20 @@ pub fn init(library: &Path) -> Result<(), OnnxError> {
                 builder.with_name("hark").commit();
                 Ok(library.to_path_buf())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(OnnxError::Load {
+                path: library.to_path_buf(),
+                detail: e.to_string(),
+            }),
         }
     });
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if e.starts_with("missing:") => Err(OnnxError::Missing(library.to_path_buf())),
-        Err(e) => Err(OnnxError::Load {
-            path: library.to_path_buf(),
-            detail: e.clone(),
-        }),
-    }
+    result.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
 /// Succeeds once [`init`] has loaded the runtime.
 pub fn ensure_ready() -> Result<(), OnnxError> {
     match RUNTIME.get() {
         Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(OnnxError::Load {
-            path: PathBuf::new(),
-            detail: e.clone(),
-        }),
+        Some(Err(e)) => Err(e.clone()),
         None => Err(OnnxError::NotInitialised),
     }
 }

@@ -78,6 +78,9 @@ pub struct EngineFigures {
     pub decode_tok_s: f64,
     /// Time per output token after the first, ms.
     pub tpot_ms: f64,
+    /// The engine's memory: model weights as held, plus the KV cache at full capacity, MB.
+    #[serde(default)]
+    pub peak_memory_mb: f64,
 }
 
 /// One turn of a conversation, as `--trace` writes it.

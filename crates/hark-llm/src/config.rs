@@ -70,13 +70,27 @@ impl ModelConfig {
             .get(&p("attention.layer_norm_rms_epsilon"))
             .and_then(|v| v.to_f32().ok())
             .unwrap_or(1e-5) as f64;
+        let n_layer = uint(md, &p("block_count"))?;
+        let ffn = uint(md, &p("feed_forward_length"))?;
+        // Sizes come from the file: refuse the absurd before anything is allocated from them.
+        for (name, v, max) in [
+            ("block_count", n_layer, 1024),
+            ("head_count", n_head, 1024),
+            ("embedding_length", d_model, 1 << 16),
+            ("feed_forward_length", ffn, 1 << 18),
+            ("head dimension", head_dim, 1024),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("`{name}` is {v}, outside 1..={max}"));
+            }
+        }
         Ok(ModelConfig {
             arch,
-            n_layer: uint(md, &p("block_count"))?,
+            n_layer,
             n_head,
             n_kv_head,
             d_model,
-            ffn: uint(md, &p("feed_forward_length"))?,
+            ffn,
             head_dim,
             rope_base,
             rms_eps,

@@ -27,7 +27,7 @@ impl Engine {
     /// Loads a GGUF model; each session's KV cache holds `context` positions (capped at the
     /// model's trained context).
     pub fn load(path: &Path, context: usize) -> Result<Self, LlmError> {
-        let (model, content) = Model::load(path)?;
+        let (model, content) = Model::load(path, context)?;
         let tokenizer = Tokenizer::from_gguf(&content.metadata)?;
         let context = context.min(model.config.context_length).max(1);
         Ok(Engine {
@@ -155,6 +155,11 @@ impl Session {
         self.cache.bytes()
     }
 
+    /// Model weights plus this session's KV cache at capacity.
+    pub fn memory_bytes(&self) -> usize {
+        self.model.weight_bytes + self.cache.bytes()
+    }
+
     /// Rolls the cache back to its first `len` tokens.
     pub fn truncate(&mut self, len: usize) {
         self.cache.truncate(len);
@@ -265,7 +270,7 @@ impl Session {
                 .map(|s| {
                     (1..s.len())
                         .rev()
-                        .find(|&n| text.ends_with(&s[..n]))
+                        .find(|&n| s.is_char_boundary(n) && text.ends_with(&s[..n]))
                         .unwrap_or(0)
                 })
                 .max()
@@ -285,8 +290,10 @@ impl Session {
                 .flatten_all()?
                 .to_vec1::<f32>()?;
         };
-        if emitted < text.len() && stop != StopReason::Cancelled && !text.ends_with('\u{FFFD}') {
-            on_text(&text[emitted..]);
+        // Whatever is left, short of an unfinished character at the very end.
+        let complete = text.trim_end_matches('\u{FFFD}').len();
+        if emitted < complete && stop != StopReason::Cancelled {
+            on_text(&text[emitted..complete]);
         }
         let decode_ms = if out.is_empty() {
             0.0

@@ -35,13 +35,16 @@ pub struct Model {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-    /// Bytes of weights as stored (quantized).
+    /// Bytes the weights hold in memory (quantized matrices, plus the f32 tensors: embeddings,
+    /// norms, biases, rope tables).
     pub weight_bytes: usize,
 }
 
 impl Model {
     /// Loads a GGUF file; returns the model and the file's metadata (for the tokenizer).
-    pub fn load(path: &Path) -> Result<(Self, gguf_file::Content), LlmError> {
+    /// `max_context` bounds the positions the rope tables cover (the file's context length can
+    /// be far more than a session will use).
+    pub fn load(path: &Path, max_context: usize) -> Result<(Self, gguf_file::Content), LlmError> {
         let name = path.display().to_string();
         if !path.is_file() {
             return Err(LlmError::Missing(name));
@@ -59,13 +62,19 @@ impl Model {
             }
         })?;
         let device = Device::Cpu;
-        let mut weight_bytes = 0usize;
+        if !content
+            .tensor_infos
+            .contains_key(&format!("blk.{}.attn_q.weight", config.n_layer - 1))
+        {
+            return Err(fmt(format!(
+                "the file has fewer than the {} layers its metadata claims",
+                config.n_layer
+            )));
+        }
         let mut tensor = |name: &str| -> Result<QTensor, LlmError> {
-            let t = content
+            content
                 .tensor(&mut file, name, &device)
-                .map_err(|e| fmt(format!("tensor `{name}`: {e}")))?;
-            weight_bytes += t.storage_size_in_bytes();
-            Ok(t)
+                .map_err(|e| fmt(format!("tensor `{name}`: {e}")))
         };
         let embed_q = tensor("token_embd.weight")?;
         let embeddings = embed_q.dequantize(&device)?;
@@ -106,7 +115,32 @@ impl Model {
                 down: QMatMul::from_qtensor(tensor(&p("ffn_down.weight"))?)?,
             });
         }
-        let (cos, sin) = rope_tables(&config, &device)?;
+        let (cos, sin) = rope_tables(
+            &config,
+            config.context_length.min(max_context).max(1),
+            &device,
+        )?;
+        let f32_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let opt_bytes = |t: &Option<Tensor>| t.as_ref().map_or(0, f32_bytes);
+        let weight_bytes = matmul_bytes(&output)
+            + [&embeddings, &norm, &cos, &sin]
+                .into_iter()
+                .map(f32_bytes)
+                .sum::<usize>()
+            + layers
+                .iter()
+                .map(|l| {
+                    [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                        .into_iter()
+                        .map(matmul_bytes)
+                        .sum::<usize>()
+                        + f32_bytes(&l.attn_norm)
+                        + f32_bytes(&l.ffn_norm)
+                        + opt_bytes(&l.bq)
+                        + opt_bytes(&l.bk)
+                        + opt_bytes(&l.bv)
+                })
+                .sum::<usize>();
         Ok((
             Model {
                 config,
@@ -226,13 +260,19 @@ impl Model {
     }
 }
 
+fn matmul_bytes(m: &QMatMul) -> usize {
+    match m {
+        QMatMul::QTensor(t) => t.storage_size_in_bytes(),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+    }
+}
+
 /// cos/sin tables `[context, head_dim / 2]`.
-fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor), LlmError> {
+fn rope_tables(cfg: &ModelConfig, n: usize, device: &Device) -> Result<(Tensor, Tensor), LlmError> {
     let half = cfg.head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32))
         .collect();
-    let n = cfg.context_length;
     let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
     let positions = Tensor::arange(0u32, n as u32, device)?
         .to_dtype(DType::F32)?

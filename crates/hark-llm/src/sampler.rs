@@ -52,7 +52,11 @@ impl Sampler {
         let c = self.config;
         if c.repetition_penalty != 1.0 {
             let start = history.len().saturating_sub(c.repeat_window);
-            for &t in &history[start..] {
+            // Each distinct token once, however often it appeared (as llama.cpp does).
+            let mut seen: Vec<u32> = history[start..].to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for &t in &seen {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = if *l > 0.0 {
                         *l / c.repetition_penalty
@@ -140,6 +144,8 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.sample(&mut [0.0, 3.0, 2.0], &[1]), 2);
+        // Seen three times, penalised once: 3.0 / 2 = 1.5 still beats 1.4.
+        assert_eq!(s.sample(&mut [0.0, 3.0, 1.4], &[1, 1, 1]), 1);
     }
 
     #[test]

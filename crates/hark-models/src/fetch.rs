@@ -150,12 +150,16 @@ pub fn extract(
             }
         }
         Registry::Debian => {
-            // dpkg-deb knows every compression a .deb may use; we read its tar stream.
+            // dpkg-deb knows every compression a .deb may use; we read its tar stream. Its
+            // complaints go to a file beside the archive, so a full pipe never blocks it.
+            let stderr_path = archive.with_extension("stderr");
             let mut child = Command::new("dpkg-deb")
                 .arg("--fsys-tarfile")
                 .arg(archive)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(Stdio::from(
+                    File::create(&stderr_path).map_err(|e| ModelsError::io(&stderr_path, e))?,
+                ))
                 .spawn()
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => ModelsError::ClientMissing {
@@ -168,29 +172,36 @@ pub fn extract(
                 .stdout
                 .take()
                 .ok_or_else(|| corrupt(&"dpkg-deb gave no output"))?;
-            let mut tar = tar::Archive::new(stdout);
             let mut links = Vec::new();
-            for entry in tar.entries().map_err(|e| corrupt(&e))? {
-                let mut entry = entry.map_err(|e| corrupt(&e))?;
-                let kind = entry.header().entry_type();
-                let name = entry
-                    .path()
-                    .map_err(|e| corrupt(&e))?
-                    .to_string_lossy()
-                    .into_owned();
-                if kind.is_file() {
-                    save(&name, &mut entry)?;
-                } else if kind.is_symlink() {
-                    if let Some(target) = entry.link_name().map_err(|e| corrupt(&e))? {
-                        links.push((name, target.into_owned()));
+            let read = (|| -> Result<(), ModelsError> {
+                let mut tar = tar::Archive::new(stdout);
+                for entry in tar.entries().map_err(|e| corrupt(&e))? {
+                    let mut entry = entry.map_err(|e| corrupt(&e))?;
+                    let kind = entry.header().entry_type();
+                    let name = entry
+                        .path()
+                        .map_err(|e| corrupt(&e))?
+                        .to_string_lossy()
+                        .into_owned();
+                    if kind.is_file() {
+                        save(&name, &mut entry)?;
+                    } else if kind.is_symlink() {
+                        if let Some(target) = entry.link_name().map_err(|e| corrupt(&e))? {
+                            links.push((name, target.into_owned()));
+                        }
                     }
                 }
+                Ok(())
+            })();
+            if let Err(e) = read {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
-            let out = child
-                .wait_with_output()
-                .map_err(|e| ModelsError::io(archive, e))?;
-            if !out.status.success() {
-                return Err(corrupt(&String::from_utf8_lossy(&out.stderr)));
+            let status = child.wait().map_err(|e| ModelsError::io(archive, e))?;
+            if !status.success() {
+                let detail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(corrupt(&format!("dpkg-deb failed: {}", detail.trim())));
             }
             for (name, target) in links {
                 if let Some(dest) = wanted(name.trim_start_matches("./")) {

@@ -158,6 +158,11 @@ impl ModelStore {
 
     /// Hashes every installed item of `set` in full; returns (item, ok, detail) rows.
     pub fn verify(&self, set: &str, progress: Progress) -> Result<Vec<VerifyRow>, ModelsError> {
+        let _lock = if self.root.is_dir() {
+            Some(self.lock()?)
+        } else {
+            None
+        };
         let mut stamps = self.load_stamps();
         let mut rows = Vec::new();
         for item in self.manifest.closure(set)? {
@@ -316,6 +321,7 @@ impl ModelStore {
                         let hit = if *is_dir {
                             name.strip_prefix(member.as_str())
                                 .and_then(|rest| rest.strip_prefix('/'))
+                                .filter(|rest| is_plain_relative(rest))
                                 .map(|rest| dest.join(rest))
                         } else {
                             (name == member).then(|| dest.clone())
@@ -387,7 +393,10 @@ impl ModelStore {
                     other => other,
                 });
             }
-            remove_any(&dest);
+            // A file is replaced atomically by the rename; a directory must go first.
+            if dest.is_dir() {
+                remove_any(&dest);
+            }
             std::fs::rename(&partial, &dest).map_err(|e| ModelsError::io(&dest, e))?;
             if let Some(s) = stamp_of(&dest, &item.sha256) {
                 stamps.insert(item.path.clone(), s);
@@ -457,6 +466,14 @@ impl ModelStore {
     }
 }
 
+/// A member path that stays inside the directory it is unpacked into.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 fn partial_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
@@ -482,17 +499,34 @@ fn join_parts(staging: &Path, item: &Item, count: usize, out: &Path) -> Result<(
     file.flush().map_err(|e| ModelsError::io(out, e))
 }
 
+/// Size and latest modification of a file, or summed over a directory tree (so an edit inside
+/// a directory makes it unverified too).
 fn stamp_of(path: &Path, sha256: &str) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    let mtime_ns = meta
-        .modified()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
+    fn walk(path: &Path, size: &mut u64, mtime: &mut u128, files: &mut u64) -> Option<()> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        let m = meta
+            .modified()
+            .ok()?
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        *mtime = (*mtime).max(m);
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).ok()? {
+                walk(&entry.ok()?.path(), size, mtime, files)?;
+            }
+        } else {
+            *size += meta.len();
+            *files += 1;
+        }
+        Some(())
+    }
+    let (mut size, mut mtime_ns, mut files) = (0, 0, 0);
+    walk(path, &mut size, &mut mtime_ns, &mut files)?;
+    // Fold the file count in, so that a removed file with a same-sized sibling still shows.
     Some(Stamp {
         sha256: sha256.to_string(),
-        size: if meta.is_dir() { 0 } else { meta.len() },
+        size: size ^ (files << 48),
         mtime_ns,
     })
 }

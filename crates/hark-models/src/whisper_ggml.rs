@@ -168,7 +168,7 @@ fn read_ct2(bytes: &[u8]) -> Result<HashMap<String, Variable>, ModelsError> {
     }
     let _revision = c.u32()?;
     let count = c.u32()? as usize;
-    let mut vars = HashMap::with_capacity(count);
+    let mut vars = HashMap::with_capacity(count.min(4096));
     for _ in 0..count {
         let name = c.string()?;
         let rank = c.u8()? as usize;
@@ -180,8 +180,10 @@ fn read_ct2(bytes: &[u8]) -> Result<HashMap<String, Variable>, ModelsError> {
         let dtype = DType::from_code(code)
             .ok_or_else(|| ModelsError::Convert(format!("`{name}` has unknown dtype {code}")))?;
         let nbytes = c.u32()? as usize;
-        let elements: usize = shape.iter().product();
-        if elements * dtype.size() != nbytes {
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+        if expected != Some(nbytes) {
             return Err(ModelsError::Convert(format!(
                 "`{name}`: shape {shape:?} of {dtype:?} does not match {nbytes} bytes"
             )));
@@ -497,7 +499,7 @@ fn read_npz_matrix(path: &Path, name: &str) -> Result<(usize, usize, Vec<f32>), 
     } else {
         return Err(bad("is neither <f4 nor <f8"));
     };
-    if values.len() != rows * cols {
+    if Some(values.len()) != rows.checked_mul(cols) {
         return Err(bad("has fewer values than its shape"));
     }
     Ok((rows, cols, values))

@@ -169,6 +169,9 @@ impl Pipeline {
         };
         let mut timeline = Timeline::new(self.voice.sample_rate());
         let mut records = Vec::new();
+        // The stages work on one turn at a time: a turn decided while the previous one is still
+        // being answered waits, and that wait counts in its `asr_final` (turn end → transcript).
+        let mut busy_until_ms = 0.0f64;
         for turn in turns {
             let number = records.len() + 1;
             let mut rec = TurnRecord {
@@ -180,6 +183,7 @@ impl Pipeline {
                 ..TurnRecord::default()
             };
             rec.spans.endpoint = turn.decided_ms() - turn.speech_end_ms();
+            let begin_ms = turn.decided_ms().max(busy_until_ms);
 
             let t = Instant::now();
             let transcript = {
@@ -187,7 +191,8 @@ impl Pipeline {
                 self.asr
                     .transcribe(&heard.samples[turn.audio_start..turn.decided_at])
             };
-            rec.spans.asr_final = ms_since(t);
+            rec.spans.asr_final = (begin_ms - turn.decided_ms()) + ms_since(t);
+            busy_until_ms = turn.decided_ms() + rec.spans.asr_final;
             let transcript = match transcript {
                 Ok(t) => t,
                 Err(e) => {
@@ -204,24 +209,30 @@ impl Pipeline {
             }
             rec.transcript = transcript.text.clone();
 
-            match self.answer(&transcript.text, &mut rec) {
+            let t = Instant::now();
+            let answer = self.answer(&transcript.text, &mut rec);
+            busy_until_ms += ms_since(t);
+            match answer {
                 Ok(audio) => {
-                    let t = Instant::now();
                     let ready_ms = turn.decided_ms()
                         + rec.spans.asr_final
                         + rec.spans.llm_ttft
                         + rec.spans.first_clause
                         + rec.spans.tts_first_audio;
-                    let start_ms = {
+                    // Output: handing the audio to the sink, plus any wait while the sink still
+                    // plays the previous reply. The reply starts exactly where it is placed.
+                    let t = Instant::now();
+                    let samples = {
                         let _span = tracing::info_span!("output", turn = number).entered();
-                        timeline.place(ready_ms, &audio.samples)
+                        audio.samples
                     };
-                    // Output: handing the audio to the sink, plus any wait while it still played
-                    // the previous reply.
-                    rec.reply_start_ms = start_ms + ms_since(t);
+                    let handoff_ms = ms_since(t);
+                    rec.reply_start_ms = timeline.place(ready_ms + handoff_ms, &samples);
                     rec.spans.output = rec.reply_start_ms - ready_ms;
-                    rec.reply_duration_ms = audio.duration_ms();
+                    rec.reply_duration_ms =
+                        hark_core::audio::samples_to_ms(samples.len(), timeline.sample_rate());
                     rec.v2v_ms = rec.reply_start_ms - rec.speech_end_ms;
+                    busy_until_ms = busy_until_ms.max(ready_ms + handoff_ms);
                 }
                 Err(e) => rec.error = Some(e.to_string()),
             }
@@ -238,6 +249,17 @@ impl Pipeline {
     /// Replies to `text`, filling the LLM and TTS spans and engine figures of `rec`.
     fn answer(&mut self, text: &str, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
         self.history.push(ChatMessage::new(Role::User, text));
+        let result = self.reply(rec);
+        if result.is_err() {
+            // The history keeps whole exchanges only.
+            self.history.pop();
+        }
+        result
+    }
+
+    fn reply(&mut self, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
+        // The LLM's clock starts before the prompt is built and tokenised: that is its work too.
+        let started = Instant::now();
         let prompt = self.fitted_prompt()?;
         let params = GenerationParams {
             max_tokens: self.config.max_reply_tokens,
@@ -246,26 +268,25 @@ impl Pipeline {
         };
         let max_sentences = self.config.max_reply_sentences;
         let mut reply = String::new();
+        let prompt_ms = ms_since(started);
         let generation = {
             let _span = tracing::info_span!("llm", turn = rec.turn).entered();
             self.session.generate(&prompt, &params, |piece| {
                 reply.push_str(piece);
-                // A spoken answer stays short: stop after enough whole sentences.
-                max_sentences == 0 || sentence_ends(&reply) < max_sentences
-            })
-        };
-        let generation = match generation {
-            Ok(g) => g,
-            Err(e) => {
-                self.history.pop();
-                return Err(e.into());
-            }
+                // A spoken answer stays short: stop once enough sentences are complete.
+                max_sentences == 0 || complete_sentences(&reply).len() < max_sentences
+            })?
         };
         let reply_text = match generation.stop {
-            StopReason::Cancelled => trim_to_sentences(&generation.text, max_sentences),
+            StopReason::Cancelled => {
+                let sentences = complete_sentences(&generation.text);
+                sentences[..max_sentences.min(sentences.len())].join(" ")
+            }
             _ => generation.text.trim().to_string(),
         };
-        rec.spans.llm_ttft = generation.ttft_ms;
+        // Today the whole reply is generated before synthesis starts, so `first_clause` runs to
+        // the end of generation and `tts_first_audio` covers the whole synthesis.
+        rec.spans.llm_ttft = prompt_ms + generation.ttft_ms;
         rec.spans.first_clause = generation.decode_ms;
         rec.engine = EngineFigures {
             prompt_tokens: generation.prompt_tokens,
@@ -274,6 +295,7 @@ impl Pipeline {
             prefill_tok_s: generation.prefill_tok_s(),
             decode_tok_s: generation.decode_tok_s(),
             tpot_ms: generation.tpot_ms(),
+            peak_memory_mb: self.session.memory_bytes() as f64 / 1e6,
         };
         self.history
             .push(ChatMessage::new(Role::Assistant, reply_text.clone()));
@@ -282,36 +304,29 @@ impl Pipeline {
         let t = Instant::now();
         let audio = {
             let _span = tracing::info_span!("tts_first_audio", turn = rec.turn).entered();
-            self.voice.synthesize(&reply_text)?
+            self.voice.synthesize(&reply_text)
         };
         rec.spans.tts_first_audio = ms_since(t);
-        Ok(audio)
-    }
-}
-
-/// How many sentences `text` has finished: a . ! ? followed by a space or a line break.
-fn sentence_ends(text: &str) -> usize {
-    let b = text.as_bytes();
-    (0..b.len().saturating_sub(1))
-        .filter(|&i| matches!(b[i], b'.' | b'!' | b'?') && matches!(b[i + 1], b' ' | b'\n'))
-        .count()
-}
-
-/// The first `n` sentences of `text`.
-fn trim_to_sentences(text: &str, n: usize) -> String {
-    let b = text.as_bytes();
-    let mut seen = 0;
-    for i in 0..b.len() {
-        if matches!(b[i], b'.' | b'!' | b'?')
-            && b.get(i + 1).is_none_or(|c| *c == b' ' || *c == b'\n')
-        {
-            seen += 1;
-            if seen == n {
-                return text[..=i].trim().to_string();
+        match audio {
+            Ok(audio) => Ok(audio),
+            Err(e) => {
+                self.history.pop(); // the assistant's reply was never heard
+                Err(e.into())
             }
         }
     }
-    text.trim().to_string()
+}
+
+/// The sentences of `text` that are finished: followed by more text, so that "3." in "3.5" or
+/// the "Dr." of "Dr. Smith" is not taken for an end (hark-tts's splitter knows abbreviations).
+fn complete_sentences(text: &str) -> Vec<String> {
+    let mut sentences = hark_tts::text::sentences(text);
+    let ends_cleanly =
+        text.ends_with(char::is_whitespace) && text.trim_end().ends_with(['.', '!', '?']);
+    if !ends_cleanly {
+        sentences.pop();
+    }
+    sentences
 }
 
 #[cfg(test)]
@@ -319,10 +334,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sentences_are_counted_and_trimmed() {
-        assert_eq!(sentence_ends("Hi. How are you? Fine"), 2);
-        assert_eq!(sentence_ends("It is 3.5 km."), 0);
-        assert_eq!(trim_to_sentences("One. Two. Three", 2), "One. Two.");
-        assert_eq!(trim_to_sentences("No end", 2), "No end");
+    fn only_finished_sentences_count() {
+        assert_eq!(
+            complete_sentences("Hi. How are you? Fine"),
+            ["Hi.", "How are you?"]
+        );
+        assert_eq!(
+            complete_sentences("It is 3.5 km. Dr. Smith"),
+            ["It is 3.5 km."]
+        );
+        assert!(
+            complete_sentences("It is 3.").is_empty(),
+            "could still be 3.5"
+        );
+        assert_eq!(complete_sentences("One. Two. "), ["One.", "Two."]);
     }
 }

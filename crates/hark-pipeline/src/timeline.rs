@@ -1,6 +1,6 @@
 //! The reply track: each reply placed on the input's clock where it starts playing.
 
-use hark_core::audio::{ms_to_samples, samples_to_ms};
+use hark_core::audio::samples_to_ms;
 use hark_core::AudioBuffer;
 
 /// Replies at the voice's rate, each at the sample where it leaves the pipeline. A reply never
@@ -30,7 +30,9 @@ impl Timeline {
     /// Returns where it starts, ms.
     pub fn place(&mut self, at_ms: f64, audio: &[f32]) -> f64 {
         let busy_until = self.replies.last().map_or(0, |(s, n)| s + n);
-        let start = ms_to_samples(at_ms, self.sample_rate).max(busy_until);
+        // Rounded up: a reply never starts before it is ready.
+        let start =
+            ((at_ms.max(0.0) * self.sample_rate as f64 / 1000.0).ceil() as usize).max(busy_until);
         if self.track.len() < start + audio.len() {
             self.track.resize(start + audio.len(), 0.0);
         }
