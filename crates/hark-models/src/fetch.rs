@@ -15,10 +15,15 @@ fn python() -> String {
 
 /// Downloads `package` into `dir` (which must be empty) and returns the archive's path.
 pub fn download(package: &Package, dir: &Path) -> Result<PathBuf, ModelsError> {
+    download_with(package, dir, &python())
+}
+
+/// [`download`] with the Python interpreter named.
+pub fn download_with(package: &Package, dir: &Path, py: &str) -> Result<PathBuf, ModelsError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelsError::io(dir, e))?;
     let (client, mut cmd) = match package.registry {
         Registry::Pypi | Registry::PypiSdist => {
-            let py = python();
+            let py = py.to_string();
             let mut cmd = Command::new(&py);
             cmd.args([
                 "-m",
@@ -225,4 +230,57 @@ fn write_member(dest: &Path, reader: &mut dyn Read) -> Result<(), ModelsError> {
     let mut out = File::create(dest).map_err(|e| ModelsError::io(dest, e))?;
     std::io::copy(reader, &mut out).map_err(|e| ModelsError::io(dest, e))?;
     out.flush().map_err(|e| ModelsError::io(dest, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wheel() -> Package {
+        Package {
+            id: "p".into(),
+            registry: Registry::Pypi,
+            name: "some-model".into(),
+            version: Some("1.0".into()),
+            platform: None,
+            python: None,
+            license: "MIT".into(),
+        }
+    }
+
+    #[test]
+    fn a_missing_client_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = download_with(&wheel(), dir.path(), "/nonexistent/python3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`/nonexistent/python3 -m pip` is needed") && err.contains("HARK_PYTHON"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failed_download_names_the_package_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        // `false` stands for a pip that fails (no network, no such package).
+        let err = download_with(&wheel(), dir.path(), "false")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("could not download some-model==1.0") && err.contains("fix: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("x.whl");
+        std::fs::write(&archive, b"PK but not a zip").unwrap();
+        let err = extract(&wheel(), &archive, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damaged archive"), "{err}");
+    }
 }
