@@ -1,5 +1,6 @@
 //! `hark`: the local voice assistant's command line.
 
+mod bench_cmd;
 mod models_cmd;
 mod report_cmd;
 mod run_cmd;
@@ -32,6 +33,8 @@ enum Command {
     Report(report_cmd::ReportArgs),
     /// Fetch, list and verify models.
     Models(models_cmd::ModelsArgs),
+    /// Measure Hark against peer engines side by side (`hark bench llm`).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,5 +72,6 @@ fn real_main() -> Result<()> {
         Command::Run(args) => run_cmd::run(args, &store),
         Command::Report(args) => report_cmd::run(args),
         Command::Models(args) => models_cmd::run(args, &store),
+        Command::Bench(args) => bench_cmd::run(args, &store),
     }
 }

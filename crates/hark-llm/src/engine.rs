@@ -4,10 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
-
 use crate::kv_cache::KvCache;
-use crate::model::Model;
+use crate::model::{Model, Scratch};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 use crate::LlmError;
@@ -24,10 +22,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF model; each session's KV cache holds `context` positions (capped at the
-    /// model's trained context).
-    pub fn load(path: &Path, context: usize) -> Result<Self, LlmError> {
-        let (model, content) = Model::load(path, context)?;
+    /// Loads a GGUF model computing on `threads` threads; each session's KV cache holds
+    /// `context` positions (capped at the model's trained context).
+    pub fn load(path: &Path, context: usize, threads: usize) -> Result<Self, LlmError> {
+        let (model, content) = Model::load(path, context, threads.max(1))?;
         let tokenizer = Tokenizer::from_gguf(&content.metadata)?;
         let context = context.min(model.config.context_length).max(1);
         Ok(Engine {
@@ -53,8 +51,10 @@ impl Engine {
         Ok(Session {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
-            cache: KvCache::new(&self.model.config, self.context, self.model.device())?,
+            cache: KvCache::new(&self.model.config, self.context)?,
             tokens: Vec::new(),
+            scratch: Scratch::default(),
+            logits: Vec::new(),
         })
     }
 }
@@ -135,9 +135,25 @@ pub struct Session {
     tokenizer: Arc<Tokenizer>,
     cache: KvCache,
     tokens: Vec<u32>,
+    scratch: Scratch,
+    /// Logits of the last append: one row, or one per token when all were asked for.
+    logits: Vec<f32>,
 }
 
 impl Session {
+    /// A second session holding the same tokens and cache (for example a shared system prompt
+    /// computed once).
+    pub fn fork(&self) -> Session {
+        Session {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            cache: self.cache.fork(),
+            tokens: self.tokens.clone(),
+            scratch: Scratch::default(),
+            logits: Vec::new(),
+        }
+    }
+
     /// The tokens whose keys and values are in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -166,28 +182,38 @@ impl Session {
         self.tokens.truncate(len);
     }
 
-    /// Appends `tokens` to the cache, returning logits `[tokens.len(), vocab]` when
-    /// `all_logits`, else the last position's `[1, vocab]`.
-    pub fn append(&mut self, tokens: &[u32], all_logits: bool) -> Result<Tensor, LlmError> {
+    /// Appends `tokens` to the cache, returning logits `[tokens.len(), vocab]` (row-major) when
+    /// `all_logits`, else the last position's `[vocab]`. The slice is the session's buffer,
+    /// valid until the next call.
+    pub fn append(&mut self, tokens: &[u32], all_logits: bool) -> Result<&mut [f32], LlmError> {
+        if tokens.is_empty() {
+            return Err(LlmError::Compute("append of no tokens".into()));
+        }
         self.cache.reserve(tokens.len())?;
-        let mut outputs = Vec::new();
-        let mut last = None;
+        let vocab = self.model.vocab_size();
+        let rows = if all_logits { tokens.len() } else { 1 };
+        if self.logits.len() < rows * vocab {
+            self.logits.resize(rows * vocab, 0.0);
+        }
+        let mut done = 0;
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let logits = self.model.forward(chunk, &mut self.cache, all_logits)?;
-            self.tokens.extend_from_slice(chunk);
-            if all_logits {
-                outputs.push(logits);
-            } else {
-                last = Some(logits);
+            let out = match all_logits {
+                true => &mut self.logits[done * vocab..(done + chunk.len()) * vocab],
+                false => &mut self.logits[..vocab],
+            };
+            let before = self.cache.len();
+            if let Err(e) =
+                self.model
+                    .forward(chunk, &mut self.cache, &mut self.scratch, all_logits, out)
+            {
+                // A failed chunk leaves nothing half-appended.
+                self.cache.truncate(before);
+                return Err(e);
             }
+            self.tokens.extend_from_slice(chunk);
+            done += chunk.len();
         }
-        match (all_logits, last) {
-            (true, _) => Ok(Tensor::cat(&outputs, 0)?),
-            (false, Some(l)) => Ok(l),
-            (false, None) => Err(LlmError::Compute(candle_core::Error::Msg(
-                "append of no tokens".into(),
-            ))),
-        }
+        Ok(&mut self.logits[..rows * vocab])
     }
 
     /// Makes the cache hold exactly `prompt`: keeps the longest common prefix, rolls back the
@@ -212,11 +238,8 @@ impl Session {
         // The last prompt token is always recomputed: its logits start the reply.
         common = common.min(prompt.len() - 1);
         self.truncate(common);
-        let logits = self.append(&prompt[common..], false)?;
-        Ok((
-            logits.flatten_all()?.to_vec1::<f32>()?,
-            prompt.len() - common,
-        ))
+        let logits = self.append(&prompt[common..], false)?.to_vec();
+        Ok((logits, prompt.len() - common))
     }
 
     /// Generates a reply to `prompt` (token ids of the whole conversation so far), streaming each
@@ -285,10 +308,8 @@ impl Session {
             if self.cache.len() + 1 > self.cache.capacity() {
                 break StopReason::ContextFull;
             }
-            logits = self
-                .append(&[token], false)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let next = self.append(&[token], false)?;
+            logits.copy_from_slice(next);
         };
         // Whatever is left, short of an unfinished character at the very end.
         let complete = text.trim_end_matches('\u{FFFD}').len();

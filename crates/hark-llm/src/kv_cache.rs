@@ -1,54 +1,41 @@
-//! A KV cache owned by one session: allocated once at a fixed capacity, appended to in place,
-//! and truncated to roll back.
-
-use candle_core::{DType, Device, Tensor};
+//! A KV cache owned by one session: allocated once at a fixed capacity, written in place, and
+//! truncated to roll back.
 
 use crate::config::ModelConfig;
 use crate::LlmError;
 
-/// Keys and values of every layer, `[1, kv_heads, capacity, head_dim]` each, of which the first
-/// `len` positions are valid.
-#[derive(Debug)]
+/// Keys and values of every layer, each `[kv_heads, capacity, head_dim]` f32, of which the
+/// first `len` positions are valid.
+#[derive(Debug, Clone)]
 pub struct KvCache {
-    keys: Vec<Tensor>,
-    values: Vec<Tensor>,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    kv_heads: usize,
+    head_dim: usize,
     len: usize,
     capacity: usize,
 }
 
 impl KvCache {
-    pub fn new(cfg: &ModelConfig, capacity: usize, device: &Device) -> Result<Self, LlmError> {
-        let shape = (1, cfg.n_kv_head, capacity, cfg.head_dim);
-        let mut keys = Vec::with_capacity(cfg.n_layer);
-        let mut values = Vec::with_capacity(cfg.n_layer);
-        for _ in 0..cfg.n_layer {
-            keys.push(Tensor::zeros(shape, DType::F32, device)?);
-            values.push(Tensor::zeros(shape, DType::F32, device)?);
-        }
+    pub fn new(cfg: &ModelConfig, capacity: usize) -> Result<Self, LlmError> {
+        let per_layer = cfg
+            .n_kv_head
+            .checked_mul(capacity)
+            .and_then(|n| n.checked_mul(cfg.head_dim))
+            .ok_or_else(|| LlmError::Compute("KV cache size overflows".into()))?;
         Ok(KvCache {
-            keys,
-            values,
+            keys: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            values: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            kv_heads: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
             len: 0,
             capacity,
         })
     }
 
-    /// A deep copy (candle tensors share storage when cloned, and we write in place).
-    pub fn fork(&self) -> Result<Self, LlmError> {
-        Ok(KvCache {
-            keys: self
-                .keys
-                .iter()
-                .map(|t| t.copy())
-                .collect::<Result<_, _>>()?,
-            values: self
-                .values
-                .iter()
-                .map(|t| t.copy())
-                .collect::<Result<_, _>>()?,
-            len: self.len,
-            capacity: self.capacity,
-        })
+    /// A deep copy, for a second session that starts from the same prefix.
+    pub fn fork(&self) -> Self {
+        self.clone()
     }
 
     pub fn len(&self) -> usize {
@@ -68,7 +55,7 @@ impl KvCache {
         self.keys
             .iter()
             .chain(&self.values)
-            .map(|t| t.elem_count() * 4)
+            .map(|t| t.len() * 4)
             .sum()
     }
 
@@ -88,24 +75,22 @@ impl KvCache {
         Ok(())
     }
 
-    /// Writes layer `layer`'s new keys/values (`[1, kv_heads, t, head_dim]`) at the end and returns
-    /// the whole valid history of that layer. The caller advances with [`KvCache::advance`] once
-    /// every layer has been written.
-    pub fn append(
-        &mut self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor), LlmError> {
-        let t = k.dim(2)?;
-        self.reserve(t)?;
-        self.keys[layer].slice_set(&k.contiguous()?, 2, self.len)?;
-        self.values[layer].slice_set(&v.contiguous()?, 2, self.len)?;
-        let total = self.len + t;
-        Ok((
-            self.keys[layer].narrow(2, 0, total)?.contiguous()?,
-            self.values[layer].narrow(2, 0, total)?.contiguous()?,
-        ))
+    /// Writes layer `layer`'s keys and values for positions `pos..pos + t`, given as `t` rows
+    /// of `[kv_heads * head_dim]`. The caller has checked the room with [`KvCache::reserve`].
+    pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let (hd, width) = (self.head_dim, self.kv_heads * self.head_dim);
+        for (i, (kr, vr)) in k.chunks_exact(width).zip(v.chunks_exact(width)).enumerate() {
+            for g in 0..self.kv_heads {
+                let at = (g * self.capacity + pos + i) * hd;
+                self.keys[layer][at..at + hd].copy_from_slice(&kr[g * hd..(g + 1) * hd]);
+                self.values[layer][at..at + hd].copy_from_slice(&vr[g * hd..(g + 1) * hd]);
+            }
+        }
+    }
+
+    /// Layer `layer`'s keys and values, `[kv_heads, capacity, head_dim]`.
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.keys[layer], &self.values[layer])
     }
 
     pub fn advance(&mut self, t: usize) {

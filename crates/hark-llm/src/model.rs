@@ -1,50 +1,130 @@
-//! The transformer forward pass for llama- and qwen2-family GGUF models.
+//! The transformer forward pass for llama- and qwen2-family GGUF models, on our own kernels.
+//!
+//! Weights stay in their GGUF block formats ([`QMatrix`]); each matrix product quantizes its
+//! input rows once and runs integer dot products (`hark-kernels`). One forward handles any
+//! number of tokens: a decode step (one token), a prefill chunk, or a speculative verify batch,
+//! returning logits for the last or for every position. Work is split across the model's
+//! [`ThreadPool`]; all buffers live in a [`Scratch`] owned by the session, so a decode step
+//! allocates nothing.
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{gguf_file, GgmlDType};
+use hark_kernels::formats::ActType;
+use hark_kernels::{vec, Activations, QMatrix, ThreadPool, WeightType};
 
 use crate::config::{Architecture, ModelConfig};
 use crate::kv_cache::KvCache;
 use crate::LlmError;
 
 struct Layer {
-    attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-    wo: QMatMul,
-    ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
 }
 
-/// A loaded model: weights and rope tables; sessions own the caches.
+/// A loaded model: weights, rope tables and the thread pool; sessions own caches and scratch.
 pub struct Model {
     pub config: ModelConfig,
-    embeddings: Tensor,
+    embeddings: QMatrix,
     layers: Vec<Layer>,
-    norm: Tensor,
-    output: QMatMul,
-    cos: Tensor,
-    sin: Tensor,
-    device: Device,
-    /// Bytes the weights hold in memory (quantized matrices, plus the f32 tensors: embeddings,
-    /// norms, biases, rope tables).
+    norm: Vec<f32>,
+    /// `None`: tied to the embeddings.
+    output: Option<QMatrix>,
+    /// `[positions, head_dim / 2]`.
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    rope_positions: usize,
+    pool: ThreadPool,
+    /// Bytes the weights hold in memory (quantized matrices, norms, biases, rope tables).
     pub weight_bytes: usize,
+}
+
+/// Per-session buffers for the forward pass, grown to the largest batch seen.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+    /// Quantized activations, one buffer per activation format.
+    acts: [Activations; 4],
+}
+
+fn act_slot(ty: ActType) -> usize {
+    match ty {
+        ActType::F32 => 0,
+        ActType::Q8_0 => 1,
+        ActType::Q8_1 => 2,
+        ActType::Q8K => 3,
+    }
+}
+
+fn grow(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+}
+
+/// A raw pointer that parallel tasks write through, each to its own elements.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: the tasks that share one `Out` write disjoint elements, and the loop that runs them
+// returns before the buffer is used again.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element at `i` (a method, so closures capture the whole `Out`, which is `Sync`).
+    #[inline]
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+fn weight_type(d: GgmlDType) -> Result<WeightType, String> {
+    Ok(match d {
+        GgmlDType::F32 => WeightType::F32,
+        GgmlDType::F16 => WeightType::F16,
+        GgmlDType::Q4_0 => WeightType::Q4_0,
+        GgmlDType::Q4_1 => WeightType::Q4_1,
+        GgmlDType::Q5_0 => WeightType::Q5_0,
+        GgmlDType::Q8_0 => WeightType::Q8_0,
+        GgmlDType::Q4K => WeightType::Q4K,
+        GgmlDType::Q6K => WeightType::Q6K,
+        other => {
+            return Err(format!(
+                "tensor type {other:?} is not supported (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K are)"
+            ))
+        }
+    })
 }
 
 impl Model {
     /// Loads a GGUF file; returns the model and the file's metadata (for the tokenizer).
-    /// `max_context` bounds the positions the rope tables cover (the file's context length can
-    /// be far more than a session will use).
-    pub fn load(path: &Path, max_context: usize) -> Result<(Self, gguf_file::Content), LlmError> {
+    /// `max_context` bounds the positions the rope tables cover; `threads` is the size of the
+    /// compute pool (counting the calling thread).
+    pub fn load(
+        path: &Path,
+        max_context: usize,
+        threads: usize,
+    ) -> Result<(Self, gguf_file::Content), LlmError> {
         let name = path.display().to_string();
         if !path.is_file() {
             return Err(LlmError::Missing(name));
@@ -54,6 +134,7 @@ impl Model {
             detail,
         };
         let mut file = File::open(path).map_err(|e| fmt(e.to_string()))?;
+        let file_len = file.metadata().map_err(|e| fmt(e.to_string()))?.len();
         let content = gguf_file::Content::read(&mut file).map_err(|e| fmt(e.to_string()))?;
         let config = ModelConfig::from_metadata(&content.metadata).map_err(|e| {
             match e.strip_prefix("architecture:") {
@@ -61,84 +142,75 @@ impl Model {
                 None => fmt(e),
             }
         })?;
-        let device = Device::Cpu;
-        if !content
+        let cfg = &config;
+
+        let mut reader = TensorReader {
+            file: &mut file,
+            file_len,
+            content: &content,
+            path: &name,
+        };
+        let vocab = content
             .tensor_infos
-            .contains_key(&format!("blk.{}.attn_q.weight", config.n_layer - 1))
-        {
-            return Err(fmt(format!(
-                "the file has fewer than the {} layers its metadata claims",
-                config.n_layer
-            )));
-        }
-        let mut tensor = |name: &str| -> Result<QTensor, LlmError> {
-            content
-                .tensor(&mut file, name, &device)
-                .map_err(|e| fmt(format!("tensor `{name}`: {e}")))
-        };
-        let embed_q = tensor("token_embd.weight")?;
-        let embeddings = embed_q.dequantize(&device)?;
+            .get("token_embd.weight")
+            .map(|i| i.shape.dims().first().copied().unwrap_or(0))
+            .ok_or_else(|| fmt("tensor `token_embd.weight` is missing".into()))?;
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let embeddings = reader.matrix("token_embd.weight", vocab, d)?;
         let output = match content.tensor_infos.contains_key("output.weight") {
-            true => QMatMul::from_qtensor(tensor("output.weight")?)?,
-            // Tied embeddings: the output projection is the embedding matrix.
-            false => QMatMul::from_qtensor(embed_q)?,
+            true => Some(reader.matrix("output.weight", vocab, d)?),
+            false => None,
         };
-        let norm = tensor("output_norm.weight")?.dequantize(&device)?;
-        let has_bias = config.arch == Architecture::Qwen2;
-        let mut layers = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
+        let norm = reader.f32s("output_norm.weight", d)?;
+        let has_bias = cfg.arch == Architecture::Qwen2;
+        let (q_dim, kv_dim) = (cfg.n_head * hd, cfg.n_kv_head * hd);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
-            let mut bias = |s: &str| -> Result<Option<Tensor>, LlmError> {
-                if has_bias {
-                    Ok(Some(tensor(&p(s))?.dequantize(&device)?))
-                } else {
-                    Ok(None)
-                }
+            let (bq, bk, bv) = match has_bias {
+                true => (
+                    Some(reader.f32s(&p("attn_q.bias"), q_dim)?),
+                    Some(reader.f32s(&p("attn_k.bias"), kv_dim)?),
+                    Some(reader.f32s(&p("attn_v.bias"), kv_dim)?),
+                ),
+                false => (None, None, None),
             };
-            let (bq, bk, bv) = (
-                bias("attn_q.bias")?,
-                bias("attn_k.bias")?,
-                bias("attn_v.bias")?,
-            );
             layers.push(Layer {
-                attn_norm: tensor(&p("attn_norm.weight"))?.dequantize(&device)?,
-                wq: QMatMul::from_qtensor(tensor(&p("attn_q.weight"))?)?,
-                wk: QMatMul::from_qtensor(tensor(&p("attn_k.weight"))?)?,
-                wv: QMatMul::from_qtensor(tensor(&p("attn_v.weight"))?)?,
+                attn_norm: reader.f32s(&p("attn_norm.weight"), d)?,
+                ffn_norm: reader.f32s(&p("ffn_norm.weight"), d)?,
                 bq,
                 bk,
                 bv,
-                wo: QMatMul::from_qtensor(tensor(&p("attn_output.weight"))?)?,
-                ffn_norm: tensor(&p("ffn_norm.weight"))?.dequantize(&device)?,
-                gate: QMatMul::from_qtensor(tensor(&p("ffn_gate.weight"))?)?,
-                up: QMatMul::from_qtensor(tensor(&p("ffn_up.weight"))?)?,
-                down: QMatMul::from_qtensor(tensor(&p("ffn_down.weight"))?)?,
+                wq: reader.matrix(&p("attn_q.weight"), q_dim, d)?,
+                wk: reader.matrix(&p("attn_k.weight"), kv_dim, d)?,
+                wv: reader.matrix(&p("attn_v.weight"), kv_dim, d)?,
+                wo: reader.matrix(&p("attn_output.weight"), d, q_dim)?,
+                gate: reader.matrix(&p("ffn_gate.weight"), cfg.ffn, d)?,
+                up: reader.matrix(&p("ffn_up.weight"), cfg.ffn, d)?,
+                down: reader.matrix(&p("ffn_down.weight"), d, cfg.ffn)?,
             });
         }
-        let (cos, sin) = rope_tables(
-            &config,
-            config.context_length.min(max_context).max(1),
-            &device,
-        )?;
-        let f32_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let opt_bytes = |t: &Option<Tensor>| t.as_ref().map_or(0, f32_bytes);
-        let weight_bytes = matmul_bytes(&output)
-            + [&embeddings, &norm, &cos, &sin]
-                .into_iter()
-                .map(f32_bytes)
-                .sum::<usize>()
+        let rope_positions = cfg.context_length.min(max_context).max(1);
+        let (rope_cos, rope_sin) = rope_tables(cfg, rope_positions);
+        let f32s = |v: &Vec<f32>| v.len() * 4;
+        let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, f32s);
+        let weight_bytes = embeddings.bytes()
+            + output.as_ref().map_or(0, QMatrix::bytes)
+            + f32s(&norm)
+            + f32s(&rope_cos)
+            + f32s(&rope_sin)
             + layers
                 .iter()
                 .map(|l| {
                     [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
-                        .into_iter()
-                        .map(matmul_bytes)
+                        .iter()
+                        .map(|m| m.bytes())
                         .sum::<usize>()
-                        + f32_bytes(&l.attn_norm)
-                        + f32_bytes(&l.ffn_norm)
-                        + opt_bytes(&l.bq)
-                        + opt_bytes(&l.bk)
-                        + opt_bytes(&l.bv)
+                        + f32s(&l.attn_norm)
+                        + f32s(&l.ffn_norm)
+                        + opt(&l.bq)
+                        + opt(&l.bk)
+                        + opt(&l.bv)
                 })
                 .sum::<usize>();
         Ok((
@@ -148,148 +220,363 @@ impl Model {
                 layers,
                 norm,
                 output,
-                cos,
-                sin,
-                device,
+                rope_cos,
+                rope_sin,
+                rope_positions,
+                pool: ThreadPool::new(threads),
                 weight_bytes,
             },
             content,
         ))
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     pub fn vocab_size(&self) -> usize {
-        self.embeddings.dim(0).unwrap_or(0)
+        self.embeddings.rows()
     }
 
-    /// Runs `tokens` at the cache's next positions and appends their keys and values. Returns
-    /// logits `[tokens.len(), vocab]` when `all_logits`, else `[1, vocab]` for the last position.
+    /// Threads the forward pass runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs `tokens` at the cache's next positions and appends their keys and values. Writes
+    /// logits for every position (`all_logits`) or for the last one into `logits`, which must
+    /// hold that many rows of `vocab_size()` values.
     pub fn forward(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         all_logits: bool,
-    ) -> Result<Tensor, LlmError> {
+        logits: &mut [f32],
+    ) -> Result<(), LlmError> {
         let t = tokens.len();
         if t == 0 {
-            return Err(LlmError::Compute(candle_core::Error::Msg(
-                "forward of no tokens".into(),
-            )));
+            return Err(LlmError::Compute("forward of no tokens".into()));
         }
         cache.reserve(t)?;
+        let pos = cache.len();
+        if pos + t > self.rope_positions {
+            return Err(LlmError::ContextFull {
+                needed: pos + t,
+                capacity: self.rope_positions,
+            });
+        }
         let vocab = self.vocab_size();
         if let Some(bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(LlmError::Tokenizer(format!(
                 "token id {bad} is outside the vocabulary of {vocab}"
             )));
         }
+        let out_rows = if all_logits { t } else { 1 };
+        if logits.len() < out_rows * vocab {
+            return Err(LlmError::Compute("logits buffer too small".into()));
+        }
         let cfg = &self.config;
-        let pos = cache.len();
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?; // [1, t, d]
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let rep = cfg.n_head / cfg.n_kv_head;
-        let mask = if t > 1 {
-            Some(causal_mask(t, pos, rep, &self.device)?)
-        } else {
-            None
-        };
-        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        let (d, hd, nq, nkv) = (cfg.d_model, cfg.head_dim, cfg.n_head, cfg.n_kv_head);
+        let (q_dim, kv_dim) = (nq * hd, nkv * hd);
+        let s = scratch;
+        grow(&mut s.x, t * d);
+        grow(&mut s.h, t * d);
+        grow(&mut s.q, t * q_dim);
+        grow(&mut s.k, t * kv_dim);
+        grow(&mut s.v, t * kv_dim);
+        grow(&mut s.att, t * q_dim);
+        grow(&mut s.gate, t * cfg.ffn);
+        grow(&mut s.up, t * cfg.ffn);
+        grow(&mut s.scores, nq * (pos + t));
+
+        for (i, &id) in tokens.iter().enumerate() {
+            self.embeddings
+                .dequantize_row(id as usize, &mut s.x[i * d..(i + 1) * d]);
+        }
+        let eps = cfg.rms_eps as f32;
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
-            let proj = |w: &QMatMul, b: &Option<Tensor>| -> Result<Tensor, candle_core::Error> {
-                let y = w.forward(&h)?;
-                match b {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                }
-            };
-            let q = proj(&layer.wq, &layer.bq)?
-                .reshape((1, t, cfg.n_head, cfg.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = proj(&layer.wk, &layer.bk)?
-                .reshape((1, t, cfg.n_kv_head, cfg.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = proj(&layer.wv, &layer.bv)?
-                .reshape((1, t, cfg.n_kv_head, cfg.head_dim))?
-                .transpose(1, 2)?;
-            let (q, k) = match cfg.arch {
-                Architecture::Llama => (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                ),
-                Architecture::Qwen2 => (
-                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-                ),
-            };
-            let (k_all, v_all) = cache.append(li, &k, &v)?; // [1, kv, L, hd]
-                                                            // Grouped-query attention without copying K/V per head: the `rep` query heads that
-                                                            // share a KV head are stacked along the time axis.
-            let q = q.reshape((1, cfg.n_kv_head, rep * t, cfg.head_dim))?;
-            let mut att = (q.matmul(&k_all.t()?)? * scale)?; // [1, kv, rep*t, L]
-            if let Some(mask) = &mask {
-                att = att.broadcast_add(mask)?;
+            // Attention block.
+            for i in 0..t {
+                let r = i * d..(i + 1) * d;
+                vec::rms_norm(&s.x[r.clone()], &layer.attn_norm, eps, &mut s.h[r]);
             }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v_all)?; // [1, kv, rep*t, hd]
-            let y = y
-                .reshape((1, cfg.n_head, t, cfg.head_dim))?
-                .transpose(1, 2)?
-                .reshape((1, t, cfg.d_model))?;
-            x = (x + layer.wo.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
-            let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&ffn)?)?;
+            quantize_for(&mut s.acts, &[&layer.wq, &layer.wk, &layer.wv], &s.h, t, d);
+            self.matmuls(
+                &[
+                    (&layer.wq, Out(s.q.as_mut_ptr())),
+                    (&layer.wk, Out(s.k.as_mut_ptr())),
+                    (&layer.wv, Out(s.v.as_mut_ptr())),
+                ],
+                &s.acts,
+                t,
+            );
+            for (buf, bias, width) in [
+                (&mut s.q, &layer.bq, q_dim),
+                (&mut s.k, &layer.bk, kv_dim),
+                (&mut s.v, &layer.bv, kv_dim),
+            ] {
+                if let Some(b) = bias {
+                    for row in buf[..t * width].chunks_exact_mut(width) {
+                        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+                    }
+                }
+            }
+            self.rope(&mut s.q[..t * q_dim], nq, pos);
+            self.rope(&mut s.k[..t * kv_dim], nkv, pos);
+            cache.write(li, pos, &s.k[..t * kv_dim], &s.v[..t * kv_dim]);
+            self.attention(li, cache, pos, t, s);
+            quantize_for(&mut s.acts, &[&layer.wo], &s.att, t, q_dim);
+            self.matmuls(&[(&layer.wo, Out(s.h.as_mut_ptr()))], &s.acts, t);
+            s.x[..t * d]
+                .iter_mut()
+                .zip(&s.h[..t * d])
+                .for_each(|(x, y)| *x += y);
+
+            // Feed-forward block: gate and up in one parallel loop, SiLU(gate) * up fused in.
+            for i in 0..t {
+                let r = i * d..(i + 1) * d;
+                vec::rms_norm(&s.x[r.clone()], &layer.ffn_norm, eps, &mut s.h[r]);
+            }
+            quantize_for(&mut s.acts, &[&layer.gate, &layer.up], &s.h, t, d);
+            self.gated_ffn(
+                layer,
+                &s.acts,
+                t,
+                Out(s.gate.as_mut_ptr()),
+                Out(s.up.as_mut_ptr()),
+            );
+            quantize_for(&mut s.acts, &[&layer.down], &s.gate, t, cfg.ffn);
+            self.matmuls(&[(&layer.down, Out(s.h.as_mut_ptr()))], &s.acts, t);
+            s.x[..t * d]
+                .iter_mut()
+                .zip(&s.h[..t * d])
+                .for_each(|(x, y)| *x += y);
         }
         cache.advance(t);
-        let x = if all_logits {
-            x
-        } else {
-            x.narrow(1, t - 1, 1)?
-        };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, cfg.rms_eps as f32)?;
-        let logits = self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)?;
-        Ok(logits)
+
+        let first = t - out_rows;
+        for i in first..t {
+            let r = i * d..(i + 1) * d;
+            let o = (i - first) * d..(i - first + 1) * d;
+            vec::rms_norm(&s.x[r], &self.norm, eps, &mut s.h[o]);
+        }
+        let head = self.output.as_ref().unwrap_or(&self.embeddings);
+        quantize_for(&mut s.acts, &[head], &s.h, out_rows, d);
+        self.matmuls(&[(head, Out(logits.as_mut_ptr()))], &s.acts, out_rows);
+        Ok(())
     }
-}
 
-fn matmul_bytes(m: &QMatMul) -> usize {
-    match m {
-        QMatMul::QTensor(t) => t.storage_size_in_bytes(),
-        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+    /// `out_m[token][row] = m[row] · acts[token]` for each `(m, out_m)`, in one parallel loop.
+    fn matmuls(&self, jobs: &[(&QMatrix, Out)], acts: &[Activations; 4], t: usize) {
+        let chunk = rows_per_task(t);
+        let mut counts = [0usize; 4];
+        for (c, (m, _)) in counts.iter_mut().zip(jobs) {
+            *c = m.rows().div_ceil(chunk);
+        }
+        let total: usize = counts.iter().sum();
+        self.pool.for_each(total, &|mut task| {
+            let mut j = 0;
+            while task >= counts[j] {
+                task -= counts[j];
+                j += 1;
+            }
+            let (m, out) = jobs[j];
+            let rows = task * chunk..((task + 1) * chunk).min(m.rows());
+            let a = &acts[act_slot(m.ty().act_type())];
+            // SAFETY: each task writes only its own rows of `out`, which holds `t` rows of
+            // `m.rows()` values (sized by the caller).
+            unsafe { m.matmul_rows_raw(rows.clone(), a, out.at(rows.start), m.rows()) };
+        });
     }
-}
 
-/// cos/sin tables `[context, head_dim / 2]`.
-fn rope_tables(cfg: &ModelConfig, n: usize, device: &Device) -> Result<(Tensor, Tensor), LlmError> {
-    let half = cfg.head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32))
-        .collect();
-    let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let positions = Tensor::arange(0u32, n as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((n, 1))?;
-    let freqs = positions.broadcast_mul(&inv)?;
-    Ok((freqs.cos()?, freqs.sin()?))
-}
+    /// `gate = silu(gate_w · h) * (up_w · h)`, row chunks in parallel.
+    fn gated_ffn(&self, layer: &Layer, acts: &[Activations; 4], t: usize, gate: Out, up: Out) {
+        let n = layer.gate.rows();
+        let chunk = rows_per_task(t);
+        self.pool.for_each(n.div_ceil(chunk), &|task| {
+            let rows = task * chunk..((task + 1) * chunk).min(n);
+            let ga = &acts[act_slot(layer.gate.ty().act_type())];
+            let ua = &acts[act_slot(layer.up.ty().act_type())];
+            // SAFETY: this task alone writes these rows of `gate` and `up` (`t` rows of `n`).
+            unsafe {
+                layer
+                    .gate
+                    .matmul_rows_raw(rows.clone(), ga, gate.at(rows.start), n);
+                layer
+                    .up
+                    .matmul_rows_raw(rows.clone(), ua, up.at(rows.start), n);
+                for i in 0..t {
+                    for r in rows.clone() {
+                        let g = gate.at(i * n + r);
+                        *g = vec::silu(*g) * *up.at(i * n + r);
+                    }
+                }
+            }
+        });
+    }
 
-/// Additive mask `[rep * t, pos + t]` for `t` new tokens after `pos` cached ones, rows ordered as
-/// the stacked query heads (`rep` copies of the `t` positions).
-fn causal_mask(t: usize, pos: usize, rep: usize, device: &Device) -> Result<Tensor, LlmError> {
-    let total = pos + t;
-    let mut data = Vec::with_capacity(rep * t * total);
-    for _ in 0..rep {
-        for i in 0..t {
-            data.extend((0..total).map(|j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }));
+    /// Rotary embedding in place on `t` rows of `heads` heads, at positions `pos..`.
+    fn rope(&self, x: &mut [f32], heads: usize, pos: usize) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let cos = &self.rope_cos[(pos + i) * half..(pos + i + 1) * half];
+            let sin = &self.rope_sin[(pos + i) * half..(pos + i + 1) * half];
+            for head in row.chunks_exact_mut(hd) {
+                match self.config.arch {
+                    // Adjacent pairs (GGUF permutes llama's Q/K weights for this).
+                    Architecture::Llama => {
+                        for j in 0..half {
+                            let (a, b) = (head[2 * j], head[2 * j + 1]);
+                            head[2 * j] = a * cos[j] - b * sin[j];
+                            head[2 * j + 1] = a * sin[j] + b * cos[j];
+                        }
+                    }
+                    // NeoX: the two halves of the head.
+                    Architecture::Qwen2 => {
+                        for j in 0..half {
+                            let (a, b) = (head[j], head[j + half]);
+                            head[j] = a * cos[j] - b * sin[j];
+                            head[j + half] = a * sin[j] + b * cos[j];
+                        }
+                    }
+                }
+            }
         }
     }
-    Ok(Tensor::from_vec(data, (rep * t, total), device)?)
+
+    /// Causal attention of the `t` new queries over the cache (which already holds their own
+    /// keys and values); one parallel task per query head.
+    fn attention(&self, layer: usize, cache: &KvCache, pos: usize, t: usize, s: &mut Scratch) {
+        let cfg = &self.config;
+        let (hd, nq) = (cfg.head_dim, cfg.n_head);
+        let rep = nq / cfg.n_kv_head;
+        let q_dim = nq * hd;
+        let span = pos + t;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (keys, values) = cache.layer(layer);
+        let cap = cache.capacity();
+        let q = &s.q;
+        let att = Out(s.att.as_mut_ptr());
+        let scores = Out(s.scores.as_mut_ptr());
+        self.pool.for_each(nq, &|h| {
+            let g = h / rep;
+            let kv = &keys[g * cap * hd..];
+            let vv = &values[g * cap * hd..];
+            // SAFETY: head `h` alone uses its row of `scores` and its columns of `att`; both
+            // buffers were sized for `nq * span` and `t * q_dim`.
+            let sc = unsafe { std::slice::from_raw_parts_mut(scores.at(h * span), span) };
+            for i in 0..t {
+                let n = pos + i + 1;
+                let qi = &q[i * q_dim + h * hd..i * q_dim + (h + 1) * hd];
+                for (j, s) in sc[..n].iter_mut().enumerate() {
+                    *s = vec::dot(qi, &kv[j * hd..(j + 1) * hd]) * scale;
+                }
+                vec::softmax(&mut sc[..n]);
+                let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * q_dim + h * hd), hd) };
+                out.fill(0.0);
+                for (j, &p) in sc[..n].iter().enumerate() {
+                    vec::axpy(p, &vv[j * hd..(j + 1) * hd], out);
+                }
+            }
+        });
+    }
+}
+
+/// Reads tensors out of a GGUF file, checking shapes and bounds.
+struct TensorReader<'a> {
+    file: &'a mut File,
+    file_len: u64,
+    content: &'a gguf_file::Content,
+    path: &'a str,
+}
+
+impl TensorReader<'_> {
+    fn err(&self, detail: String) -> LlmError {
+        LlmError::Format {
+            path: self.path.to_string(),
+            detail,
+        }
+    }
+
+    /// A tensor's type and bytes, after checking its shape against what the model needs.
+    fn read(&mut self, name: &str, want: &[usize]) -> Result<(WeightType, Vec<u8>), LlmError> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| self.err(format!("tensor `{name}` is missing")))?;
+        let dims = info.shape.dims();
+        if dims != want {
+            return Err(self.err(format!(
+                "tensor `{name}` has shape {dims:?}, the metadata implies {want:?}"
+            )));
+        }
+        let ty = weight_type(info.ggml_dtype).map_err(|e| self.err(format!("`{name}`: {e}")))?;
+        let cols = *dims.last().unwrap_or(&1);
+        let rows: usize = dims.iter().rev().skip(1).product();
+        let bytes = ty
+            .row_bytes(cols)
+            .map_err(|e| self.err(format!("`{name}`: {e}")))?
+            * rows;
+        let start = self.content.tensor_data_offset + info.offset;
+        if start + bytes as u64 > self.file_len {
+            return Err(self.err(format!(
+                "tensor `{name}` runs past the end of the file (truncated download?)"
+            )));
+        }
+        let mut data = vec![0u8; bytes];
+        self.file
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| self.file.read_exact(&mut data))
+            .map_err(|e| self.err(format!("reading `{name}`: {e}")))?;
+        Ok((ty, data))
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LlmError> {
+        let (ty, data) = self.read(name, &[rows, cols])?;
+        QMatrix::new(ty, rows, cols, data).map_err(|e| self.err(format!("`{name}`: {e}")))
+    }
+
+    /// A vector (norm weights, biases) as f32.
+    fn f32s(&mut self, name: &str, n: usize) -> Result<Vec<f32>, LlmError> {
+        let (ty, data) = self.read(name, &[n])?;
+        let mut out = vec![0f32; n];
+        hark_kernels::formats::dequantize_row(ty, &data, &mut out);
+        Ok(out)
+    }
+}
+
+/// Rows per parallel task: enough work per task to amortise handing it out, small enough
+/// that both cores stay busy to the end.
+fn rows_per_task(tokens: usize) -> usize {
+    (64 / tokens.max(1)).clamp(4, 16)
+}
+
+/// Quantizes `rows` rows of `x` into each activation format the matrices need.
+fn quantize_for(acts: &mut [Activations; 4], ms: &[&QMatrix], x: &[f32], rows: usize, cols: usize) {
+    let mut done = [false; 4];
+    for m in ms {
+        let ty = m.ty().act_type();
+        let slot = act_slot(ty);
+        if !done[slot] {
+            acts[slot].quantize(ty, &x[..rows * cols], rows, cols);
+            done[slot] = true;
+        }
+    }
+}
+
+/// cos/sin tables `[positions, head_dim / 2]`, computed as ggml does (`theta *= scale` in f32)
+/// so positions rotate exactly as in llama.cpp.
+fn rope_tables(cfg: &ModelConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = cfg.head_dim / 2;
+    let theta_scale = cfg.rope_base.powf(-2.0 / cfg.head_dim as f32);
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        let mut theta = p as f32;
+        for _ in 0..half {
+            cos.push(theta.cos());
+            sin.push(theta.sin());
+            theta *= theta_scale;
+        }
+    }
+    (cos, sin)
 }

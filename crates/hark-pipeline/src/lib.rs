@@ -82,7 +82,7 @@ impl Pipeline {
                 ..AsrConfig::default()
             },
         )?;
-        let engine = Engine::load(&paths.llm, config.context)?;
+        let engine = Engine::load(&paths.llm, config.context, config.threads)?;
         let session = engine.new_session()?;
         let voice = Voice::load(
             &paths.voice,

@@ -1,0 +1,395 @@
+//! `hark bench`: Hark measured against peer engines side by side, in one run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use hark_llm::Engine;
+use hark_models::{ids, ModelStore};
+use serde_json::{json, Value};
+
+/// The peer script, embedded so the bench works from any directory.
+const LLAMA_CPP_PEER: &str = include_str!("../../../scripts/peers/llama_cpp_peer.py");
+
+/// Memory read bandwidth of this machine class (MODELS.md: about 33 GB/s with two threads).
+const DEFAULT_BANDWIDTH_GBS: f64 = 33.0;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// The LLM engine: prefill and decode speed, time to first token for a 200-token prompt,
+    /// memory; and llama.cpp (llama-cpp-python, installed by scripts/setup-peers) on the same
+    /// GGUF, the same tokens and the same thread count, with ratios.
+    Llm(LlmBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LlmBenchArgs {
+    /// Model: `smollm2` (default set), `qwen0.5b` or `qwen1.5b` (`--set quality`), or a path to
+    /// a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Compute threads for both engines.
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 200)]
+    prompt_tokens: usize,
+    /// Tokens decoded after the prompt (greedy, end-of-turn ignored).
+    #[arg(long, default_value_t = 128)]
+    decode_tokens: usize,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Memory read bandwidth in GB/s, for the decode speed limit it implies.
+    #[arg(long, default_value_t = DEFAULT_BANDWIDTH_GBS)]
+    bandwidth_gbs: f64,
+    /// Python with llama-cpp-python (default: target/peers/venv/bin/python, as
+    /// scripts/setup-peers installs it; or $HARK_PEER_PYTHON).
+    #[arg(long, value_name = "PATH")]
+    peer_python: Option<PathBuf>,
+    /// Measure Hark only.
+    #[arg(long)]
+    no_peer: bool,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
+
+pub fn run(args: BenchArgs, store: &ModelStore) -> Result<()> {
+    match args.what {
+        BenchWhat::Llm(a) => bench_llm(a, store),
+    }
+}
+
+/// Resolves `--model` to a GGUF path.
+pub fn llm_path(store: &ModelStore, model: &str) -> Result<PathBuf> {
+    let id = match model {
+        "smollm2" => ids::SMOLLM2,
+        "qwen0.5b" => "qwen2.5-coder-0.5b",
+        "qwen1.5b" => "qwen2.5-coder-1.5b",
+        path => {
+            let p = PathBuf::from(path);
+            if p.is_file() {
+                return Ok(p);
+            }
+            bail!("`{path}` is neither a known model (smollm2, qwen0.5b, qwen1.5b) nor a file");
+        }
+    };
+    store.require(id).with_context(|| {
+        format!("model `{model}` is not installed: run `hark models fetch` (qwen models: `--set quality`)")
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    prefill_tok_s: f64,
+    ttft_ms: f64,
+    decode_tok_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_figures(runs: &[Figures]) -> Figures {
+    Figures {
+        prefill_tok_s: median(runs.iter().map(|r| r.prefill_tok_s).collect()),
+        ttft_ms: median(runs.iter().map(|r| r.ttft_ms).collect()),
+        decode_tok_s: median(runs.iter().map(|r| r.decode_tok_s).collect()),
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A fixed prompt of exactly `n` tokens (ordinary English text, repeated as needed).
+fn bench_prompt(engine: &Engine, n: usize) -> Result<Vec<u32>> {
+    const TEXT: &str = "The history of timekeeping begins with shadows. People noticed that the \
+        shadow of a stick moved across the ground as the sun crossed the sky, and they marked its \
+        positions to divide the day. Water clocks followed, letting a vessel drain at a steady \
+        rate so that hours could be counted at night. Mechanical clocks appeared in European \
+        monasteries in the thirteenth century, driven by falling weights and regulated by an \
+        escapement. The pendulum, studied by Galileo and built into a clock by Huygens, made \
+        them accurate to within a minute a day. ";
+    let once = engine.tokenizer().encode(TEXT)?;
+    if once.is_empty() {
+        bail!("the tokenizer produced no tokens");
+    }
+    Ok(once.iter().cycle().take(n).copied().collect())
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
+    if args.prompt_tokens == 0 || args.runs == 0 || args.threads == 0 {
+        bail!("--prompt-tokens, --runs and --threads must be at least 1");
+    }
+    let path = llm_path(store, &args.model)?;
+    let context = (args.prompt_tokens + args.decode_tokens + 16).max(512);
+    let loaded = Instant::now();
+    let engine = Engine::load(&path, context, args.threads)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let load_s = loaded.elapsed().as_secs_f64();
+    let prompt = bench_prompt(&engine, args.prompt_tokens)?;
+    let mut session = engine.new_session()?;
+    eprintln!(
+        "hark bench llm: {} ({}), {} threads, {}-token prompt, {} decoded tokens, median of {}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        engine.model().config.arch_name,
+        args.threads,
+        prompt.len(),
+        args.decode_tokens,
+        args.runs
+    );
+
+    session.append(&prompt[..prompt.len().min(8)], false)?; // warm-up
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        session.truncate(0);
+        let t0 = Instant::now();
+        let logits = session.append(&prompt, false)?;
+        let t1 = Instant::now();
+        let mut tok = argmax(logits);
+        let t2 = Instant::now();
+        for _ in 0..args.decode_tokens {
+            tok = argmax(session.append(&[tok], false)?);
+        }
+        let t3 = Instant::now();
+        runs.push(Figures {
+            prefill_tok_s: prompt.len() as f64 / (t1 - t0).as_secs_f64(),
+            ttft_ms: (t2 - t0).as_secs_f64() * 1000.0,
+            decode_tok_s: args.decode_tokens as f64 / (t3 - t2).as_secs_f64(),
+        });
+    }
+    let ours = median_figures(&runs);
+    let weights = engine.model().weight_bytes as f64;
+    let kv = session.cache_bytes() as f64;
+    let our_rss = peak_rss_bytes().map(|b| b as f64);
+    let bandwidth_limit = args.bandwidth_gbs * 1e9 / weights;
+
+    let peer = if args.no_peer {
+        None
+    } else {
+        match run_peer(&args, &path, &prompt) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("hark bench llm: llama.cpp not measured: {e:#}");
+                None
+            }
+        }
+    };
+
+    if args.json {
+        let figures = |f: &Figures| json!({"prefill_tok_s": f.prefill_tok_s, "ttft_ms": f.ttft_ms, "decode_tok_s": f.decode_tok_s});
+        let mut out = json!({
+            "model": path.display().to_string(),
+            "threads": args.threads,
+            "prompt_tokens": prompt.len(),
+            "decode_tokens": args.decode_tokens,
+            "runs": args.runs,
+            "hark": {
+                "figures": figures(&ours),
+                "load_s": load_s,
+                "weights_bytes": weights,
+                "kv_cache_bytes": kv,
+                "peak_rss_bytes": our_rss,
+                "decode_bandwidth_limit_tok_s": bandwidth_limit,
+            },
+        });
+        if let Some(p) = &peer {
+            out["llama_cpp"] = json!({
+                "engine": p.engine,
+                "figures": figures(&p.figures),
+                "load_s": p.load_s,
+                "peak_rss_bytes": p.peak_rss,
+            });
+            out["ratios"] = json!({
+                "prefill": ours.prefill_tok_s / p.figures.prefill_tok_s,
+                "decode": ours.decode_tok_s / p.figures.decode_tok_s,
+                "ttft_speedup": p.figures.ttft_ms / ours.ttft_ms,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+
+    let mb = |b: f64| b / 1e6;
+    let mut out = std::io::stdout().lock();
+    let peer_name = peer.as_ref().map_or("llama.cpp", |p| p.engine.as_str());
+    writeln!(
+        out,
+        "{:<28} {:>10} {:>12} {:>10}",
+        "", "hark", "llama.cpp", "ratio"
+    )?;
+    let row = |out: &mut dyn Write, name: &str, a: f64, b: Option<f64>, higher_better: bool| {
+        let (b_s, r_s) = match b {
+            Some(b) => (
+                format!("{b:.1}"),
+                format!("{:.2}×", if higher_better { a / b } else { b / a }),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        writeln!(out, "{name:<28} {a:>10.1} {b_s:>12} {r_s:>10}")
+    };
+    let pf = peer.as_ref().map(|p| p.figures);
+    row(
+        &mut out,
+        "prefill tok/s",
+        ours.prefill_tok_s,
+        pf.map(|f| f.prefill_tok_s),
+        true,
+    )?;
+    row(
+        &mut out,
+        "decode tok/s",
+        ours.decode_tok_s,
+        pf.map(|f| f.decode_tok_s),
+        true,
+    )?;
+    row(
+        &mut out,
+        &format!("TTFT ms ({}-token prompt)", prompt.len()),
+        ours.ttft_ms,
+        pf.map(|f| f.ttft_ms),
+        false,
+    )?;
+    row(
+        &mut out,
+        "peak RSS MB",
+        our_rss.map_or(f64::NAN, mb),
+        peer.as_ref().and_then(|p| p.peak_rss).map(mb),
+        false,
+    )?;
+    writeln!(
+        out,
+        "hark memory: {:.1} MB weights + {:.1} MB KV cache ({} positions)",
+        mb(weights),
+        mb(kv),
+        session.capacity()
+    )?;
+    writeln!(
+        out,
+        "decode at {:.0}% of the memory-bandwidth limit ({:.0} tok/s = {:.0} GB/s / {:.1} MB read per token)",
+        100.0 * ours.decode_tok_s / bandwidth_limit,
+        bandwidth_limit,
+        args.bandwidth_gbs,
+        mb(weights)
+    )?;
+    writeln!(
+        out,
+        "ratio: hark ÷ {peer_name} for speeds, {peer_name} ÷ hark for times and memory (above 1: hark is better)"
+    )?;
+    Ok(())
+}
+
+struct PeerFigures {
+    engine: String,
+    figures: Figures,
+    load_s: f64,
+    peak_rss: Option<f64>,
+}
+
+/// The Python that has llama-cpp-python.
+pub fn peer_python(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("HARK_PEER_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = PathBuf::from("target/peers/venv/bin/python");
+    if venv.is_file() {
+        return Ok(venv);
+    }
+    bail!("llama-cpp-python is not installed: run scripts/setup-peers (or pass --peer-python)")
+}
+
+/// Runs the embedded peer script with `request`, returning its JSON answer.
+pub fn call_peer(python: &Path, request: &Value) -> Result<Value> {
+    let script =
+        std::env::temp_dir().join(format!("hark-llama-cpp-peer-{}.py", std::process::id()));
+    std::fs::write(&script, LLAMA_CPP_PEER).context("writing the peer script")?;
+    let mut child = Command::new(python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(request.to_string().as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    let _ = std::fs::remove_file(&script);
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        bail!(
+            "the llama.cpp peer failed ({}): {}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("reading the peer's answer")
+}
+
+fn run_peer(args: &LlmBenchArgs, model: &Path, prompt: &[u32]) -> Result<PeerFigures> {
+    let python = peer_python(args.peer_python.as_deref())?;
+    let answer = call_peer(
+        &python,
+        &json!({
+            "mode": "bench",
+            "model": model.display().to_string(),
+            "threads": args.threads,
+            "ctx": (args.prompt_tokens + args.decode_tokens + 16).max(512),
+            "prompt": prompt,
+            "decode": args.decode_tokens,
+            "runs": args.runs,
+        }),
+    )?;
+    let runs: Vec<Figures> = answer["runs"]
+        .as_array()
+        .context("the peer's answer has no runs")?
+        .iter()
+        .map(|r| Figures {
+            prefill_tok_s: r["prefill_tok_s"].as_f64().unwrap_or(f64::NAN),
+            ttft_ms: r["ttft_ms"].as_f64().unwrap_or(f64::NAN),
+            decode_tok_s: r["decode_tok_s"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect();
+    Ok(PeerFigures {
+        engine: answer["engine"].as_str().unwrap_or("llama.cpp").to_string(),
+        figures: median_figures(&runs),
+        load_s: answer["load_s"].as_f64().unwrap_or(f64::NAN),
+        peak_rss: answer["peak_rss_bytes"].as_f64(),
+    })
+}

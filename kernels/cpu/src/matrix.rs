@@ -1,0 +1,230 @@
+//! Weight matrices in GGUF block formats and the activations they are multiplied with.
+
+use crate::formats::{self, ActType, WeightType};
+use crate::{backend, scalar, Backend, KernelError};
+
+/// A row-major weight matrix `[rows, cols]` kept in its stored (quantized) form.
+pub struct QMatrix {
+    ty: WeightType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Wraps `data`, checking that it holds exactly `rows` rows of `cols` values of `ty`.
+    pub fn new(
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, KernelError> {
+        let row_bytes = ty.row_bytes(cols)?;
+        let expected = row_bytes.checked_mul(rows).unwrap_or(usize::MAX);
+        if data.len() != expected {
+            return Err(KernelError::Size {
+                ty,
+                rows,
+                cols,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn ty(&self) -> WeightType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The stored bytes of row `r`.
+    #[inline]
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` as f32 values (`out.len() == cols`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]);
+    }
+
+    /// `out[t * out_stride + r - rows.start] = row r · activation row t` for every row in `rows`
+    /// and every activation row `t`.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at every index above, and no other thread may touch those
+    /// elements meanwhile (callers give each thread its own rows).
+    pub unsafe fn matmul_rows_raw(
+        &self,
+        rows: std::ops::Range<usize>,
+        acts: &Activations,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        debug_assert_eq!(acts.ty, self.ty.act_type());
+        debug_assert_eq!(acts.cols, self.cols);
+        // Tokens in groups whose activations stay in L1/L2 while each weight row is reused;
+        // within a group, four tokens at a time share each unpacked weight block.
+        const TOKEN_TILE: usize = 16;
+        let mut t0 = 0;
+        while t0 < acts.rows {
+            let t1 = (t0 + TOKEN_TILE).min(acts.rows);
+            for r in rows.clone() {
+                let w = self.row(r);
+                let mut t = t0;
+                while t + 4 <= t1 {
+                    let a = [
+                        acts.row(t),
+                        acts.row(t + 1),
+                        acts.row(t + 2),
+                        acts.row(t + 3),
+                    ];
+                    for (k, v) in dot_row_x4(self.ty, w, a, self.cols).into_iter().enumerate() {
+                        *out.add((t + k) * out_stride + r - rows.start) = v;
+                    }
+                    t += 4;
+                }
+                for t in t..t1 {
+                    let v = dot_row(self.ty, w, acts.row(t), self.cols);
+                    *out.add(t * out_stride + r - rows.start) = v;
+                }
+            }
+            t0 = t1;
+        }
+    }
+}
+
+/// Rows of activations quantized for one weight type's dot product. The buffer is reused.
+pub struct Activations {
+    ty: ActType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl Default for Activations {
+    fn default() -> Self {
+        Activations {
+            ty: ActType::F32,
+            rows: 0,
+            cols: 0,
+            row_bytes: 0,
+            data: Vec::new(),
+        }
+    }
+}
+
+impl Activations {
+    /// Quantizes `rows` rows of `cols` values from `x` (row-major).
+    pub fn quantize(&mut self, ty: ActType, x: &[f32], rows: usize, cols: usize) {
+        self.ty = ty;
+        self.rows = rows;
+        self.cols = cols;
+        self.row_bytes = ty.row_bytes(cols);
+        let need = self.row_bytes * rows;
+        if self.data.len() < need {
+            self.data.resize(need, 0);
+        }
+        for r in 0..rows {
+            formats::quantize_row(
+                ty,
+                &x[r * cols..(r + 1) * cols],
+                &mut self.data[r * self.row_bytes..(r + 1) * self.row_bytes],
+            );
+        }
+    }
+
+    pub fn ty(&self) -> ActType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    #[inline]
+    pub fn row(&self, t: usize) -> &[u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// Dot product of one weight row of `ty` with one activation row of `ty.act_type()`, both
+/// holding `cols` values.
+#[inline]
+pub fn dot_row(ty: WeightType, w: &[u8], a: &[u8], cols: usize) -> f32 {
+    let nb = cols / ty.block_len();
+    assert!(w.len() >= nb * ty.block_bytes() && a.len() >= ty.act_type().row_bytes(cols));
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            use crate::x86;
+            let (wp, ap) = (w.as_ptr(), a.as_ptr());
+            // SAFETY: the backend was chosen because the CPU has AVX2/FMA/F16C, and the assert
+            // above guarantees `nb` whole blocks on each side.
+            unsafe {
+                match ty {
+                    WeightType::Q8_0 => x86::dot_q8_0(wp, ap, nb),
+                    WeightType::Q4_0 => x86::dot_q4_0(wp, ap, nb),
+                    WeightType::Q4_1 => x86::dot_q4_1(wp, ap, nb),
+                    WeightType::Q5_0 => x86::dot_q5_0(wp, ap, nb),
+                    WeightType::Q4K => x86::dot_q4k(wp, ap, nb),
+                    WeightType::Q6K => x86::dot_q6k(wp, ap, nb),
+                    WeightType::F32 => x86::dot_f32(wp as *const f32, ap as *const f32, cols),
+                    WeightType::F16 => x86::dot_f16_f32(wp, ap as *const f32, cols),
+                }
+            }
+        }
+        _ => scalar::dot(ty, w, a, cols),
+    }
+}
+
+/// [`dot_row`] for four activation rows at once; the same sums, with the weight row unpacked
+/// once (where a kernel for the format exists).
+#[inline]
+pub fn dot_row_x4(ty: WeightType, w: &[u8], a: [&[u8]; 4], cols: usize) -> [f32; 4] {
+    let nb = cols / ty.block_len();
+    let act_bytes = ty.act_type().row_bytes(cols);
+    assert!(w.len() >= nb * ty.block_bytes() && a.iter().all(|r| r.len() >= act_bytes));
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            use crate::x86;
+            let wp = w.as_ptr();
+            let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+            // SAFETY: AVX2/FMA/F16C present (backend choice); the assert above guarantees `nb`
+            // whole blocks in the weight row and in each activation row.
+            unsafe {
+                match ty {
+                    WeightType::Q8_0 => return x86::dot_q8_0_x4(wp, ap, nb),
+                    WeightType::Q4_0 => return x86::dot_q4_0_x4(wp, ap, nb),
+                    WeightType::Q4_1 => return x86::dot_q4_1_x4(wp, ap, nb),
+                    WeightType::Q5_0 => return x86::dot_q5_0_x4(wp, ap, nb),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    a.map(|r| dot_row(ty, w, r, cols))
+}

@@ -1,0 +1,503 @@
+//! AVX2 dot products (x86-64 with AVX2, FMA and F16C), after llama.cpp's x86 kernels.
+//!
+//! Safety: every function here requires those CPU features (checked by [`crate::backend`]) and
+//! reads `nb` whole blocks from each pointer; callers pass slices at least that long.
+
+use core::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn f16_to_f32(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum_f32_8(x: __m256) -> f32 {
+    let mut r = _mm256_extractf128_ps(x, 1);
+    r = _mm_add_ps(r, _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// 32 nibbles → 32 bytes: low nibbles first, then high nibbles.
+#[inline(always)]
+unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p as *const __m128i);
+    let bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
+    _mm256_and_si256(_mm256_set1_epi8(0xF), bytes)
+}
+
+/// 32 bits → 32 bytes, 0xFF where the bit is set.
+#[inline(always)]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let x32 = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Sum of products of unsigned bytes `ax` and signed bytes `sy`, as 8 f32 lanes.
+#[inline(always)]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+}
+
+/// Sum of products of signed bytes, as 8 f32 lanes.
+#[inline(always)]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_us8_pairs_float(ax, sy)
+}
+
+/// How far ahead of the current block to prefetch weights: enough to cover memory latency at
+/// the rate these loops consume bytes.
+const PREFETCH_BYTES: usize = 4096;
+
+/// The shared loop of the 32-value formats: two accumulators (even and odd blocks) so the
+/// floating-point adds of consecutive blocks overlap. `block(i)` returns the block's combined
+/// scale and its 8-lane integer dot product as f32.
+#[inline(always)]
+unsafe fn sum_blocks(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    block: impl Fn(usize) -> (f32, __m256),
+) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        _mm_prefetch::<_MM_HINT_T0>(w.add(wb * i + PREFETCH_BYTES) as *const i8);
+        let (d0, p0) = block(i);
+        let (d1, p1) = block(i + 1);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), p1, acc1);
+        i += 2;
+    }
+    if i < nb {
+        let (d0, p0) = block(i);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
+    }
+    hsum_f32_8(_mm256_add_ps(acc0, acc1))
+}
+
+#[inline(always)]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    (p as *const f32).read_unaligned()
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    sum_blocks(nb, w, 34, |i| {
+        let (x, y) = (w.add(34 * i), a.add(36 * i));
+        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
+        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let off = _mm256_set1_epi8(8);
+    sum_blocks(nb, w, 18, |i| {
+        let (x, y) = (w.add(18 * i), a.add(36 * i));
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), off);
+        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
+    })
+}
+
+/// Q4_1's min term `sum_i m_i * s_i` for four activation rows (lanes), in four interleaved
+/// chains of blocks so the adds overlap; one-row callers pass the same row four times.
+#[inline(always)]
+unsafe fn q4_1_min_term(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let term = |i: usize| {
+        let m = _mm_set1_ps(f16_to_f32(w.add(20 * i + 2)));
+        let at = 40 * i + 4;
+        let s = _mm_set_ps(
+            f32_at(a[3].add(at)),
+            f32_at(a[2].add(at)),
+            f32_at(a[1].add(at)),
+            f32_at(a[0].add(at)),
+        );
+        _mm_mul_ps(m, s)
+    };
+    let mut chains = [_mm_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 4 <= nb {
+        chains[0] = _mm_add_ps(chains[0], term(i));
+        chains[1] = _mm_add_ps(chains[1], term(i + 1));
+        chains[2] = _mm_add_ps(chains[2], term(i + 2));
+        chains[3] = _mm_add_ps(chains[3], term(i + 3));
+        i += 4;
+    }
+    while i < nb {
+        chains[i % 4] = _mm_add_ps(chains[i % 4], term(i));
+        i += 1;
+    }
+    let sum = _mm_add_ps(
+        _mm_add_ps(chains[0], chains[1]),
+        _mm_add_ps(chains[2], chains[3]),
+    );
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), sum);
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    // The min term, sum over blocks of m * s, is a dot product of its own.
+    let summs = q4_1_min_term(w, [a, a, a, a], nb)[0];
+    summs
+        + sum_blocks(nb, w, 20, |i| {
+            let (x, y) = (w.add(20 * i), a.add(40 * i));
+            let qx = bytes_from_nibbles_32(x.add(4));
+            let qy = _mm256_loadu_si256(y.add(8) as *const __m256i);
+            (f16_to_f32(x) * f32_at(y), mul_sum_us8_pairs_float(qx, qy))
+        })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let hi_mask = _mm256_set1_epi8(0xF0u8 as i8);
+    sum_blocks(nb, w, 22, |i| {
+        let (x, y) = (w.add(22 * i), a.add(36 * i));
+        let mut qx = bytes_from_nibbles_32(x.add(6));
+        // Where the fifth bit is clear the value is nibble - 16: set the byte's high nibble.
+        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), hi_mask);
+        qx = _mm256_or_si256(qx, bxhi);
+        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
+    })
+}
+
+/// Four activation rows against one weight row of a 32-value format: each weight block is
+/// unpacked once and used four times (prefill and verify batches). `unpack(x)` gives the
+/// block's scale and its 32 values as bytes; `signed` says whether they are signed.
+#[inline(always)]
+unsafe fn sum_blocks_x4(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    a: [*const u8; 4],
+    ab: usize,
+    y_qs: usize,
+    signed: bool,
+    unpack: impl Fn(*const u8) -> (f32, __m256i),
+) -> [f32; 4] {
+    // Even and odd blocks in separate accumulators, exactly as `sum_blocks` adds them, so a
+    // token's result does not depend on whether it was computed alone or in a batch. Blocks go
+    // two at a time with constant indices so the eight accumulators stay in registers.
+    let mut e = [_mm256_setzero_ps(); 4];
+    let mut o = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 2 <= nb {
+        _mm_prefetch::<_MM_HINT_T0>(w.add(wb * i + PREFETCH_BYTES) as *const i8);
+        x4_block(&mut e, w.add(wb * i), a, ab * i, y_qs, signed, &unpack);
+        x4_block(
+            &mut o,
+            w.add(wb * (i + 1)),
+            a,
+            ab * (i + 1),
+            y_qs,
+            signed,
+            &unpack,
+        );
+        i += 2;
+    }
+    if i < nb {
+        x4_block(&mut e, w.add(wb * i), a, ab * i, y_qs, signed, &unpack);
+    }
+    // (No closures over the results: they would not inherit this function's target features.)
+    [
+        hsum_f32_8(_mm256_add_ps(e[0], o[0])),
+        hsum_f32_8(_mm256_add_ps(e[1], o[1])),
+        hsum_f32_8(_mm256_add_ps(e[2], o[2])),
+        hsum_f32_8(_mm256_add_ps(e[3], o[3])),
+    ]
+}
+
+/// One weight block `x` against the matching block (at byte `y_at`) of four activation rows.
+/// A function, not a closure: closures do not inherit the caller's target features.
+#[inline(always)]
+unsafe fn x4_block(
+    acc: &mut [__m256; 4],
+    x: *const u8,
+    a: [*const u8; 4],
+    y_at: usize,
+    y_qs: usize,
+    signed: bool,
+    unpack: &impl Fn(*const u8) -> (f32, __m256i),
+) {
+    let (dx, qx) = unpack(x);
+    // For signed values, |x| once and the signs moved onto each y.
+    let ax = if signed { _mm256_sign_epi8(qx, qx) } else { qx };
+    for t in 0..4 {
+        let y = a[t].add(y_at);
+        let mut qy = _mm256_loadu_si256(y.add(y_qs) as *const __m256i);
+        if signed {
+            qy = _mm256_sign_epi8(qy, qx);
+        }
+        let d = _mm256_set1_ps(dx * f32_at(y));
+        acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, qy), acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    sum_blocks_x4(nb, w, 34, a, 36, 4, true, |x| {
+        (
+            f16_to_f32(x),
+            _mm256_loadu_si256(x.add(2) as *const __m256i),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let off = _mm256_set1_epi8(8);
+    sum_blocks_x4(nb, w, 18, a, 36, 4, true, |x| {
+        (
+            f16_to_f32(x),
+            _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), off),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let hi_mask = _mm256_set1_epi8(0xF0u8 as i8);
+    sum_blocks_x4(nb, w, 22, a, 36, 4, true, |x| {
+        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), hi_mask);
+        (
+            f16_to_f32(x),
+            _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), bxhi),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let summs = q4_1_min_term(w, a, nb);
+    let blocks = sum_blocks_x4(nb, w, 20, a, 40, 8, false, |x| {
+        (f16_to_f32(x), bytes_from_nibbles_32(x.add(4)))
+    });
+    [
+        summs[0] + blocks[0],
+        summs[1] + blocks[1],
+        summs[2] + blocks[2],
+        summs[3] + blocks[3],
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        let (x, y) = (w.add(144 * i), a.add(292 * i));
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 64) as *const i8);
+        let yd = (y as *const f32).read_unaligned();
+        let d = yd * f16_to_f32(x);
+        let dmin = -yd * f16_to_f32(x.add(2));
+        let s = x.add(4) as *const u32;
+        let mut utmp = [
+            s.read_unaligned(),
+            s.add(1).read_unaligned(),
+            s.add(2).read_unaligned(),
+            0,
+        ];
+        utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+        let uaux = utmp[1] & KMASK1;
+        utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+        utmp[2] = uaux;
+        utmp[0] &= KMASK1;
+        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+            utmp[3] as i32,
+            utmp[2] as i32,
+            utmp[1] as i32,
+            utmp[0] as i32,
+        ));
+        let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+        let q8s = _mm_hadd_epi16(
+            _mm256_extracti128_si256(q8sums, 0),
+            _mm256_extracti128_si256(q8sums, 1),
+        );
+        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
+        let scales = _mm256_insertf128_si256(_mm256_castsi128_si256(sc128), sc128, 1);
+        let mut sumi = _mm256_setzero_si256();
+        let mut q4 = x.add(16);
+        let mut q8 = y.add(4);
+        for j in 0..4 {
+            let scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j));
+            let scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
+            let q4bits = _mm256_loadu_si256(q4 as *const __m256i);
+            q4 = q4.add(32);
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            let q8l = _mm256_loadu_si256(q8 as *const __m256i);
+            q8 = q8.add(32);
+            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+            let q8h = _mm256_loadu_si256(q8 as *const __m256i);
+            q8 = q8.add(32);
+            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    hsum_f32_8(acc) + _mm_cvtss_f32(acc_m)
+}
+
+/// Broadcasts the 16-bit scale `i` to every 16-bit lane.
+#[inline(always)]
+unsafe fn scale_shuffle_k4(i: usize) -> __m256i {
+    let lo = (2 * i) as u16;
+    _mm256_set1_epi16(((lo + 1) << 8 | lo) as i16)
+}
+
+/// Bytes `2i` (8 times) then `2i + 1` (8 times): one scale per 16-value sub-block.
+#[inline(always)]
+unsafe fn scale_shuffle_q6(i: usize) -> __m128i {
+    let a = (2 * i) as i8;
+    let b = a + 1;
+    _mm_set_epi8(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a)
+}
+
+/// `scale * (q - 32) * y` summed in pairs of 16-bit lanes: computed as `q*y - 32*y` because
+/// `maddubs` needs an unsigned left side.
+#[inline(always)]
+unsafe fn q6_scaled_products(q: __m256i, y: __m256i, scale: __m128i, m32s: __m256i) -> __m256i {
+    let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(m32s, y));
+    _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale), p16)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let m32s = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let (x, y) = (w.add(210 * i), a.add(292 * i));
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 128) as *const i8);
+        let d = (y as *const f32).read_unaligned() * f16_to_f32(x.add(208));
+        let mut q4 = x;
+        let mut qh = x.add(128);
+        let mut q8 = y.add(4);
+        let scales = _mm_loadu_si128(x.add(192) as *const __m128i);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..2 {
+            let is = 4 * j;
+            let scale_0 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is));
+            let scale_1 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1));
+            let scale_2 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2));
+            let scale_3 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3));
+            let q4bits1 = _mm256_loadu_si256(q4 as *const __m256i);
+            let q4bits2 = _mm256_loadu_si256(q4.add(32) as *const __m256i);
+            q4 = q4.add(64);
+            let q4bits_h = _mm256_loadu_si256(qh as *const __m256i);
+            qh = qh.add(32);
+            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m2), 4);
+            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m2), 4);
+            let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m2), 4);
+            let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m2), 4);
+            let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
+            let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
+            let q4_2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2);
+            let q4_3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3);
+            let q8_0 = _mm256_loadu_si256(q8 as *const __m256i);
+            let q8_1 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+            let q8_2 = _mm256_loadu_si256(q8.add(64) as *const __m256i);
+            let q8_3 = _mm256_loadu_si256(q8.add(96) as *const __m256i);
+            q8 = q8.add(128);
+            let p0 = q6_scaled_products(q4_0, q8_0, scale_0, m32s);
+            let p1 = q6_scaled_products(q4_1, q8_1, scale_1, m32s);
+            let p2 = q6_scaled_products(q4_2, q8_2, scale_2, m32s);
+            let p3 = q6_scaled_products(q4_3, q8_3, scale_3, m32s);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p2));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p3));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32_8(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32(x: *const f32, y: *const f32, n: usize) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(
+                _mm256_loadu_ps(x.add(i + 8 * k)),
+                _mm256_loadu_ps(y.add(i + 8 * k)),
+                *a,
+            );
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)), acc[0]);
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_f32_8(sum);
+    while i < n {
+        s += *x.add(i) * *y.add(i);
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16_f32(x: *const u8, y: *const f32, n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm256_cvtph_ps(_mm_loadu_si128(x.add(2 * i) as *const __m128i));
+        acc = _mm256_fmadd_ps(h, _mm256_loadu_ps(y.add(i)), acc);
+        i += 8;
+    }
+    let mut s = hsum_f32_8(acc);
+    while i < n {
+        s += f16_to_f32(x.add(2 * i)) * *y.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// `y += a * x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_f32(a: f32, x: *const f32, y: *mut f32, n: usize) {
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let r = _mm256_fmadd_ps(va, _mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)));
+        _mm256_storeu_ps(y.add(i), r);
+        i += 8;
+    }
+    while i < n {
+        *y.add(i) += a * *x.add(i);
+        i += 1;
+    }
+}
