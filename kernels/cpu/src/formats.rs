@@ -104,7 +104,7 @@ impl WeightType {
     /// Bytes of one row of `cols` values, or an error if the row is not whole blocks.
     pub fn row_bytes(self, cols: usize) -> Result<usize, KernelError> {
         let block = self.block_len();
-        if cols == 0 || cols % block != 0 {
+        if cols == 0 || !cols.is_multiple_of(block) {
             return Err(KernelError::RaggedRow {
                 ty: self,
                 cols,

@@ -159,7 +159,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 1024 == 0 && spin_start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && spin_start.elapsed() > SPIN {
                 let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleeping.fetch_add(1, SeqCst);
                 let mut guard = guard;

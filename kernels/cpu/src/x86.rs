@@ -183,6 +183,8 @@ pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
 /// Four activation rows against one weight row of a 32-value format: each weight block is
 /// unpacked once and used four times (prefill and verify batches). `unpack(x)` gives the
 /// block's scale and its 32 values as bytes; `signed` says whether they are signed.
+// The block geometry travels as plain arguments: this is inlined into each format's kernel.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn sum_blocks_x4(
     nb: usize,
