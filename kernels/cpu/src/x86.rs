@@ -43,183 +43,185 @@ unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
 }
 
-/// Sum of products of unsigned bytes `ax` and signed bytes `sy`, as 8 f32 lanes.
-#[inline(always)]
-unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
-    let dot = _mm256_maddubs_epi16(ax, sy);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+/// The 8-bit dot product step: sums of four products of unsigned bytes `ax` and signed bytes
+/// `sy` into eight i32 lanes. A trait so another instruction sequence can be slotted in; AVX-VNNI's
+/// `vpdpbusd` was tried and measured slower here than `maddubs` + `madd` (prefill 257 vs 290
+/// tok/s on SmolLM2), which can issue on two ports.
+pub(crate) trait Us8 {
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i;
 }
 
-/// Sum of products of signed bytes, as 8 f32 lanes.
+/// AVX2: `maddubs` to i16 pairs, then `madd` to i32.
+pub(crate) struct Madd;
+
+impl Us8 for Madd {
+    #[inline(always)]
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
+}
+
+/// Sum of products of unsigned bytes `ax` and signed bytes `sy`, as 8 f32 lanes.
 #[inline(always)]
-unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_us8_pairs_float(ax, sy)
+unsafe fn mul_sum_us8_pairs_float<U: Us8>(ax: __m256i, sy: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(U::dot(ax, sy))
 }
 
 /// How far ahead of the current block to prefetch weights: enough to cover memory latency at
 /// the rate these loops consume bytes.
 const PREFETCH_BYTES: usize = 4096;
 
-/// The shared loop of the 32-value formats: two accumulators (even and odd blocks) so the
-/// floating-point adds of consecutive blocks overlap. `block(i)` returns the block's combined
-/// scale and its 8-lane integer dot product as f32.
-#[inline(always)]
-unsafe fn sum_blocks(
-    nb: usize,
-    w: *const u8,
-    wb: usize,
-    block: impl Fn(usize) -> (f32, __m256),
-) -> f32 {
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 2 <= nb {
-        _mm_prefetch::<_MM_HINT_T0>(w.add(wb * i + PREFETCH_BYTES) as *const i8);
-        let (d0, p0) = block(i);
-        let (d1, p1) = block(i + 1);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), p1, acc1);
-        i += 2;
-    }
-    if i < nb {
-        let (d0, p0) = block(i);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
-    }
-    hsum_f32_8(_mm256_add_ps(acc0, acc1))
-}
-
 #[inline(always)]
 unsafe fn f32_at(p: *const u8) -> f32 {
     (p as *const f32).read_unaligned()
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    sum_blocks(nb, w, 34, |i| {
-        let (x, y) = (w.add(34 * i), a.add(36 * i));
-        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
-        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
-        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
-    })
+/// A 32-value block format: its block sizes and how to unpack one weight block into its scale
+/// and 32 byte values. Trait functions, not closures: closures would not inherit the target
+/// features of the kernels they are inlined into.
+trait Block32 {
+    /// Weight block bytes.
+    const WB: usize;
+    /// Activation block bytes, and where its 32 values start (after the f32 scale(s)).
+    const AB: usize;
+    const Y_QS: usize;
+    /// Whether the unpacked values are signed (else unsigned, as Q4_1's nibbles).
+    const SIGNED: bool;
+    unsafe fn unpack(x: *const u8) -> (f32, __m256i);
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    let off = _mm256_set1_epi8(8);
-    sum_blocks(nb, w, 18, |i| {
-        let (x, y) = (w.add(18 * i), a.add(36 * i));
-        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), off);
-        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
-        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
-    })
-}
+struct Q8_0;
+struct Q4_0;
+struct Q4_1;
+struct Q5_0;
 
-/// Q4_1's min term `sum_i m_i * s_i` for four activation rows (lanes), in four interleaved
-/// chains of blocks so the adds overlap; one-row callers pass the same row four times.
-#[inline(always)]
-unsafe fn q4_1_min_term(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
-    let term = |i: usize| {
-        let m = _mm_set1_ps(f16_to_f32(w.add(20 * i + 2)));
-        let at = 40 * i + 4;
-        let s = _mm_set_ps(
-            f32_at(a[3].add(at)),
-            f32_at(a[2].add(at)),
-            f32_at(a[1].add(at)),
-            f32_at(a[0].add(at)),
-        );
-        _mm_mul_ps(m, s)
-    };
-    let mut chains = [_mm_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 4 <= nb {
-        chains[0] = _mm_add_ps(chains[0], term(i));
-        chains[1] = _mm_add_ps(chains[1], term(i + 1));
-        chains[2] = _mm_add_ps(chains[2], term(i + 2));
-        chains[3] = _mm_add_ps(chains[3], term(i + 3));
-        i += 4;
+impl Block32 for Q8_0 {
+    const WB: usize = 34;
+    const AB: usize = 36;
+    const Y_QS: usize = 4;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> (f32, __m256i) {
+        (
+            f16_to_f32(x),
+            _mm256_loadu_si256(x.add(2) as *const __m256i),
+        )
     }
-    while i < nb {
-        chains[i % 4] = _mm_add_ps(chains[i % 4], term(i));
-        i += 1;
+}
+
+impl Block32 for Q4_0 {
+    const WB: usize = 18;
+    const AB: usize = 36;
+    const Y_QS: usize = 4;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> (f32, __m256i) {
+        let q = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), _mm256_set1_epi8(8));
+        (f16_to_f32(x), q)
     }
-    let sum = _mm_add_ps(
-        _mm_add_ps(chains[0], chains[1]),
-        _mm_add_ps(chains[2], chains[3]),
-    );
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), sum);
-    out
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    // The min term, sum over blocks of m * s, is a dot product of its own.
-    let summs = q4_1_min_term(w, [a, a, a, a], nb)[0];
-    summs
-        + sum_blocks(nb, w, 20, |i| {
-            let (x, y) = (w.add(20 * i), a.add(40 * i));
-            let qx = bytes_from_nibbles_32(x.add(4));
-            let qy = _mm256_loadu_si256(y.add(8) as *const __m256i);
-            (f16_to_f32(x) * f32_at(y), mul_sum_us8_pairs_float(qx, qy))
-        })
+impl Block32 for Q4_1 {
+    const WB: usize = 20;
+    const AB: usize = 40;
+    const Y_QS: usize = 8;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> (f32, __m256i) {
+        (f16_to_f32(x), bytes_from_nibbles_32(x.add(4)))
+    }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    let hi_mask = _mm256_set1_epi8(0xF0u8 as i8);
-    sum_blocks(nb, w, 22, |i| {
-        let (x, y) = (w.add(22 * i), a.add(36 * i));
-        let mut qx = bytes_from_nibbles_32(x.add(6));
+impl Block32 for Q5_0 {
+    const WB: usize = 22;
+    const AB: usize = 36;
+    const Y_QS: usize = 4;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> (f32, __m256i) {
         // Where the fifth bit is clear the value is nibble - 16: set the byte's high nibble.
-        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), hi_mask);
-        qx = _mm256_or_si256(qx, bxhi);
-        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
-        (f16_to_f32(x) * f32_at(y), mul_sum_i8_pairs_float(qx, qy))
-    })
+        let bxhi =
+            _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
+        (
+            f16_to_f32(x),
+            _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), bxhi),
+        )
+    }
 }
 
-/// Four activation rows against one weight row of a 32-value format: each weight block is
-/// unpacked once and used four times (prefill and verify batches). `unpack(x)` gives the
-/// block's scale and its 32 values as bytes; `signed` says whether they are signed.
-// The block geometry travels as plain arguments: this is inlined into each format's kernel.
-#[allow(clippy::too_many_arguments)]
+/// One weight block `x` against the matching block at `y` of an activation row, added into
+/// `acc` scaled by both blocks' scales.
 #[inline(always)]
-unsafe fn sum_blocks_x4(
-    nb: usize,
+unsafe fn block_dot<F: Block32, U: Us8>(
+    acc: &mut __m256,
+    dx: f32,
+    qx: __m256i,
+    ax: __m256i,
+    y: *const u8,
+) {
+    let mut qy = _mm256_loadu_si256(y.add(F::Y_QS) as *const __m256i);
+    if F::SIGNED {
+        qy = _mm256_sign_epi8(qy, qx);
+    }
+    let d = _mm256_set1_ps(dx * f32_at(y));
+    *acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float::<U>(ax, qy), *acc);
+}
+
+/// For signed values, |x| once; the signs move onto each y in `block_dot`.
+#[inline(always)]
+unsafe fn abs_if_signed<F: Block32>(qx: __m256i) -> __m256i {
+    if F::SIGNED {
+        _mm256_sign_epi8(qx, qx)
+    } else {
+        qx
+    }
+}
+
+/// One weight row against one activation row. Even and odd blocks go to separate
+/// accumulators so consecutive blocks' adds overlap.
+#[inline(always)]
+unsafe fn dot_blocks<F: Block32, U: Us8>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let mut even = _mm256_setzero_ps();
+    let mut odd = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < nb {
+        _mm_prefetch::<_MM_HINT_T0>(w.add(F::WB * i + PREFETCH_BYTES) as *const i8);
+        one_block::<F, U>(&mut even, w, a, i);
+        if i + 1 < nb {
+            one_block::<F, U>(&mut odd, w, a, i + 1);
+        }
+        i += 2;
+    }
+    hsum_f32_8(_mm256_add_ps(even, odd))
+}
+
+#[inline(always)]
+unsafe fn one_block<F: Block32, U: Us8>(acc: &mut __m256, w: *const u8, a: *const u8, i: usize) {
+    let (dx, qx) = F::unpack(w.add(F::WB * i));
+    let ax = abs_if_signed::<F>(qx);
+    block_dot::<F, U>(acc, dx, qx, ax, a.add(F::AB * i));
+}
+
+/// One weight row against four activation rows: each weight block unpacked once and used four
+/// times (prefill and verify batches). The same even/odd accumulation as [`dot_blocks`], so a
+/// token's result does not depend on whether it was computed alone or in a batch.
+#[inline(always)]
+unsafe fn dot_blocks_x4<F: Block32, U: Us8>(
     w: *const u8,
-    wb: usize,
     a: [*const u8; 4],
-    ab: usize,
-    y_qs: usize,
-    signed: bool,
-    unpack: impl Fn(*const u8) -> (f32, __m256i),
+    nb: usize,
 ) -> [f32; 4] {
-    // Even and odd blocks in separate accumulators, exactly as `sum_blocks` adds them, so a
-    // token's result does not depend on whether it was computed alone or in a batch. Blocks go
-    // two at a time with constant indices so the eight accumulators stay in registers.
     let mut e = [_mm256_setzero_ps(); 4];
     let mut o = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 2 <= nb {
-        _mm_prefetch::<_MM_HINT_T0>(w.add(wb * i + PREFETCH_BYTES) as *const i8);
-        x4_block(&mut e, w.add(wb * i), a, ab * i, y_qs, signed, &unpack);
-        x4_block(
-            &mut o,
-            w.add(wb * (i + 1)),
-            a,
-            ab * (i + 1),
-            y_qs,
-            signed,
-            &unpack,
-        );
+    while i < nb {
+        _mm_prefetch::<_MM_HINT_T0>(w.add(F::WB * i + PREFETCH_BYTES) as *const i8);
+        four_blocks::<F, U>(&mut e, w, a, i);
+        if i + 1 < nb {
+            four_blocks::<F, U>(&mut o, w, a, i + 1);
+        }
         i += 2;
     }
-    if i < nb {
-        x4_block(&mut e, w.add(wb * i), a, ab * i, y_qs, signed, &unpack);
-    }
-    // (No closures over the results: they would not inherit this function's target features.)
     [
         hsum_f32_8(_mm256_add_ps(e[0], o[0])),
         hsum_f32_8(_mm256_add_ps(e[1], o[1])),
@@ -228,77 +230,105 @@ unsafe fn sum_blocks_x4(
     ]
 }
 
-/// One weight block `x` against the matching block (at byte `y_at`) of four activation rows.
-/// A function, not a closure: closures do not inherit the caller's target features.
 #[inline(always)]
-unsafe fn x4_block(
+unsafe fn four_blocks<F: Block32, U: Us8>(
     acc: &mut [__m256; 4],
-    x: *const u8,
+    w: *const u8,
     a: [*const u8; 4],
-    y_at: usize,
-    y_qs: usize,
-    signed: bool,
-    unpack: &impl Fn(*const u8) -> (f32, __m256i),
+    i: usize,
 ) {
-    let (dx, qx) = unpack(x);
-    // For signed values, |x| once and the signs moved onto each y.
-    let ax = if signed { _mm256_sign_epi8(qx, qx) } else { qx };
-    for t in 0..4 {
-        let y = a[t].add(y_at);
-        let mut qy = _mm256_loadu_si256(y.add(y_qs) as *const __m256i);
-        if signed {
-            qy = _mm256_sign_epi8(qy, qx);
+    let (dx, qx) = F::unpack(w.add(F::WB * i));
+    let ax = abs_if_signed::<F>(qx);
+    block_dot::<F, U>(&mut acc[0], dx, qx, ax, a[0].add(F::AB * i));
+    block_dot::<F, U>(&mut acc[1], dx, qx, ax, a[1].add(F::AB * i));
+    block_dot::<F, U>(&mut acc[2], dx, qx, ax, a[2].add(F::AB * i));
+    block_dot::<F, U>(&mut acc[3], dx, qx, ax, a[3].add(F::AB * i));
+}
+
+/// One product of Q4_1's min term for four activation rows (lanes).
+#[inline(always)]
+unsafe fn q4_1_min_product(w: *const u8, a: [*const u8; 4], i: usize) -> __m128 {
+    let m = _mm_set1_ps(f16_to_f32(w.add(20 * i + 2)));
+    let at = 40 * i + 4;
+    let s = _mm_set_ps(
+        f32_at(a[3].add(at)),
+        f32_at(a[2].add(at)),
+        f32_at(a[1].add(at)),
+        f32_at(a[0].add(at)),
+    );
+    _mm_mul_ps(m, s)
+}
+
+/// Q4_1's min term `sum_i m_i * s_i` for four activation rows (lanes), in four interleaved
+/// chains of blocks so the adds overlap; one-row callers pass the same row four times.
+#[inline(always)]
+unsafe fn q4_1_min_term(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let (mut c0, mut c1, mut c2, mut c3) = (
+        _mm_setzero_ps(),
+        _mm_setzero_ps(),
+        _mm_setzero_ps(),
+        _mm_setzero_ps(),
+    );
+    let mut i = 0;
+    while i < nb {
+        c0 = _mm_add_ps(c0, q4_1_min_product(w, a, i));
+        if i + 1 < nb {
+            c1 = _mm_add_ps(c1, q4_1_min_product(w, a, i + 1));
         }
-        let d = _mm256_set1_ps(dx * f32_at(y));
-        acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, qy), acc[t]);
+        if i + 2 < nb {
+            c2 = _mm_add_ps(c2, q4_1_min_product(w, a, i + 2));
+        }
+        if i + 3 < nb {
+            c3 = _mm_add_ps(c3, q4_1_min_product(w, a, i + 3));
+        }
+        i += 4;
     }
+    let sum = _mm_add_ps(_mm_add_ps(c0, c1), _mm_add_ps(c2, c3));
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), sum);
+    out
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
-    sum_blocks_x4(nb, w, 34, a, 36, 4, true, |x| {
-        (
-            f16_to_f32(x),
-            _mm256_loadu_si256(x.add(2) as *const __m256i),
-        )
-    })
+#[inline(always)]
+unsafe fn dot_q8_0_impl<U: Us8>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot_blocks::<Q8_0, U>(w, a, nb)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
-    let off = _mm256_set1_epi8(8);
-    sum_blocks_x4(nb, w, 18, a, 36, 4, true, |x| {
-        (
-            f16_to_f32(x),
-            _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), off),
-        )
-    })
+#[inline(always)]
+unsafe fn dot_q4_0_impl<U: Us8>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot_blocks::<Q4_0, U>(w, a, nb)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_0_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
-    let hi_mask = _mm256_set1_epi8(0xF0u8 as i8);
-    sum_blocks_x4(nb, w, 22, a, 36, 4, true, |x| {
-        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), hi_mask);
-        (
-            f16_to_f32(x),
-            _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), bxhi),
-        )
-    })
+#[inline(always)]
+unsafe fn dot_q5_0_impl<U: Us8>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot_blocks::<Q5_0, U>(w, a, nb)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
-    let summs = q4_1_min_term(w, a, nb);
-    let blocks = sum_blocks_x4(nb, w, 20, a, 40, 8, false, |x| {
-        (f16_to_f32(x), bytes_from_nibbles_32(x.add(4)))
-    });
-    [
-        summs[0] + blocks[0],
-        summs[1] + blocks[1],
-        summs[2] + blocks[2],
-        summs[3] + blocks[3],
-    ]
+#[inline(always)]
+unsafe fn dot_q4_1_impl<U: Us8>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    q4_1_min_term(w, [a, a, a, a], nb)[0] + dot_blocks::<Q4_1, U>(w, a, nb)
+}
+
+#[inline(always)]
+unsafe fn dot_q8_0_x4_impl<U: Us8>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    dot_blocks_x4::<Q8_0, U>(w, a, nb)
+}
+
+#[inline(always)]
+unsafe fn dot_q4_0_x4_impl<U: Us8>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    dot_blocks_x4::<Q4_0, U>(w, a, nb)
+}
+
+#[inline(always)]
+unsafe fn dot_q5_0_x4_impl<U: Us8>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    dot_blocks_x4::<Q5_0, U>(w, a, nb)
+}
+
+#[inline(always)]
+unsafe fn dot_q4_1_x4_impl<U: Us8>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let m = q4_1_min_term(w, a, nb);
+    let b = dot_blocks_x4::<Q4_1, U>(w, a, nb);
+    [m[0] + b[0], m[1] + b[1], m[2] + b[2], m[3] + b[3]]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -381,6 +411,27 @@ unsafe fn scale_shuffle_q6(i: usize) -> __m128i {
     let a = (2 * i) as i8;
     let b = a + 1;
     _mm_set_epi8(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a)
+}
+
+/// Public entry points: the 32-value kernels compiled for AVX2.
+macro_rules! entry_points {
+    ($($avx2:ident = $body:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $avx2($($arg: $ty),*) -> $ret {
+            $body::<Madd>($($arg),*)
+        }
+    )*};
+}
+
+entry_points! {
+    dot_q8_0 = dot_q8_0_impl(w: *const u8, a: *const u8, nb: usize) -> f32;
+    dot_q4_0 = dot_q4_0_impl(w: *const u8, a: *const u8, nb: usize) -> f32;
+    dot_q4_1 = dot_q4_1_impl(w: *const u8, a: *const u8, nb: usize) -> f32;
+    dot_q5_0 = dot_q5_0_impl(w: *const u8, a: *const u8, nb: usize) -> f32;
+    dot_q8_0_x4 = dot_q8_0_x4_impl(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4];
+    dot_q4_0_x4 = dot_q4_0_x4_impl(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4];
+    dot_q4_1_x4 = dot_q4_1_x4_impl(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4];
+    dot_q5_0_x4 = dot_q5_0_x4_impl(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4];
 }
 
 /// `scale * (q - 32) * y` summed in pairs of 16-bit lanes: computed as `q*y - 32*y` because
