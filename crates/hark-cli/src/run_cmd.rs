@@ -47,12 +47,30 @@ pub struct RunArgs {
     /// Threads for recognition and synthesis (default: all cores, at most 4).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// What Whisper's encoder sees: `full` (Whisper's whole 30 s window, the default) or the
+    /// turn's audio plus this many seconds (`8`: about 3x faster recognition; see the README).
+    #[arg(long, value_name = "SECONDS|full", value_parser = parse_asr_window)]
+    asr_window: Option<hark_pipeline::EncoderWindow>,
     /// Fail instead of fetching missing models.
     #[arg(long)]
     no_fetch: bool,
     /// Keep one conversation across all inputs instead of starting afresh for each.
     #[arg(long)]
     continue_conversation: bool,
+}
+
+fn parse_asr_window(text: &str) -> Result<hark_pipeline::EncoderWindow, String> {
+    if text == "full" {
+        return Ok(hark_pipeline::EncoderWindow::Full);
+    }
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=30.0).contains(&s) => Ok(hark_pipeline::EncoderWindow::Fit {
+            margin_frames: (s * 50.0).round() as usize,
+        }),
+        _ => Err(format!(
+            "`{text}` is not `full` or a number of seconds from 0 to 30"
+        )),
+    }
 }
 
 pub fn model_paths(store: &ModelStore, fetch: bool) -> Result<ModelPaths> {
@@ -178,6 +196,9 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     let mut config = PipelineConfig::new(paths);
     if let Some(system) = args.system {
         config.system_prompt = system;
+    }
+    if let Some(window) = args.asr_window {
+        config.asr_window = window;
     }
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);

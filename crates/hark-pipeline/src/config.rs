@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use hark_asr::EncoderWindow;
 use hark_audio::TurnConfig;
 use hark_llm::SamplerConfig;
 
@@ -37,6 +38,8 @@ pub struct PipelineConfig {
     /// KV cache positions per conversation.
     pub context: usize,
     pub turn: TurnConfig,
+    /// The speech recogniser's encoder window.
+    pub asr_window: EncoderWindow,
 }
 
 /// Short answers in a speaking style: a voice reply is listened to, not read.
@@ -58,6 +61,7 @@ impl PipelineConfig {
             },
             context: 2048,
             turn: TurnConfig::default(),
+            asr_window: hark_asr::DEFAULT_WINDOW,
         }
     }
 }

@@ -18,6 +18,7 @@ use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason}
 use hark_tts::Voice;
 
 pub use config::{ModelPaths, PipelineConfig};
+pub use hark_asr::EncoderWindow;
 pub use timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ impl Pipeline {
             &paths.whisper,
             AsrConfig {
                 threads: config.threads,
+                window: config.asr_window,
                 ..AsrConfig::default()
             },
         )?;
