@@ -4,8 +4,8 @@ Reads one JSON request on stdin, prints one JSON answer on stdout. Token ids com
 own tokenizer so both engines compute exactly the same tokens.
 
   {"mode": "bench", "model": PATH, "threads": N, "ctx": 2048, "prompt": [ids], "decode": 128, "runs": 3}
-  {"mode": "greedy", "model": PATH, "threads": N, "ctx": 2048, "prompts": [[ids], ...],
-   "max_tokens": 32, "stop": [ids], "top": 5}
+
+Greedy references for the parity test come from llm_reference.py, which reuses `load` and `Raw`.
 
 Installed by scripts/setup-peers.
 """
@@ -31,10 +31,6 @@ def load(req):
         verbose=False,
     )
     return llm, time.perf_counter() - started
-
-
-def last_logits(llm):
-    return np.asarray(llm.scores[llm.n_tokens - 1])
 
 
 class Raw:
@@ -108,31 +104,9 @@ def bench(req):
     }
 
 
-def greedy(req):
-    llm, _ = load(req)
-    stop = set(req.get("stop", []))
-    k = req.get("top", 5)
-    out = []
-    for prompt in req["prompts"]:
-        llm.reset()
-        llm.eval(prompt)
-        tokens, tops = [], []
-        for _ in range(req.get("max_tokens", 32)):
-            logits = last_logits(llm)
-            best = np.argsort(-logits)[:k]
-            tops.append([[int(i), float(logits[i])] for i in best])
-            tok = int(best[0])
-            tokens.append(tok)
-            if tok in stop:
-                break
-            llm.eval([tok])
-        out.append({"tokens": tokens, "top": tops})
-    return {"engine": f"llama.cpp (llama-cpp-python {__version__})", "outputs": out}
-
-
 def main():
     req = json.load(sys.stdin)
-    answer = {"bench": bench, "greedy": greedy}[req["mode"]](req)
+    answer = {"bench": bench}[req["mode"]](req)
     json.dump(answer, sys.stdout)
 
 

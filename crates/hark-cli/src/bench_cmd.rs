@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use hark_llm::sampler::argmax;
 use hark_llm::Engine;
 use hark_models::{ids, ModelStore};
 use serde_json::{json, Value};
@@ -114,16 +115,6 @@ fn median_figures(runs: &[Figures]) -> Figures {
         ttft_ms: median(runs.iter().map(|r| r.ttft_ms).collect()),
         decode_tok_s: median(runs.iter().map(|r| r.decode_tok_s).collect()),
     }
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// A fixed prompt of exactly `n` tokens (ordinary English text, repeated as needed).

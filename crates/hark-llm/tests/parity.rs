@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hark_llm::sampler::argmax;
 use hark_llm::Engine;
 use serde_json::Value;
 
@@ -22,16 +23,6 @@ fn models() -> PathBuf {
     std::env::var_os("HARK_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn check_against_llama_cpp(model: &Path, reference: &str) {
