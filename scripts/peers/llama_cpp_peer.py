@@ -100,8 +100,18 @@ def bench(req):
         "engine": f"llama.cpp (llama-cpp-python {__version__})",
         "load_s": load_s,
         "runs": runs,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def peak_rss_bytes():
+    """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries that across fork and
+    exec, so it would report the parent's (Hark's) peak when Hark's is the larger."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main():

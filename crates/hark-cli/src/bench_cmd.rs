@@ -15,9 +15,6 @@ use serde_json::{json, Value};
 /// The peer script, embedded so the bench works from any directory.
 const LLAMA_CPP_PEER: &str = include_str!("../../../scripts/peers/llama_cpp_peer.py");
 
-/// Memory read bandwidth of this machine class (MODELS.md: about 33 GB/s with two threads).
-const DEFAULT_BANDWIDTH_GBS: f64 = 33.0;
-
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -50,9 +47,10 @@ pub struct LlmBenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Memory read bandwidth in GB/s, for the decode speed limit it implies.
-    #[arg(long, default_value_t = DEFAULT_BANDWIDTH_GBS)]
-    bandwidth_gbs: f64,
+    /// Memory read bandwidth in GB/s, for the decode speed limit it implies (default: measured
+    /// in this run with the same number of threads).
+    #[arg(long)]
+    bandwidth_gbs: Option<f64>,
     /// Python with llama-cpp-python (default: target/peers/venv/bin/python, as
     /// scripts/setup-peers installs it; or $HARK_PEER_PYTHON).
     #[arg(long, value_name = "PATH")]
@@ -183,9 +181,14 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
     }
     let ours = median_figures(&runs);
     let weights = engine.model().weight_bytes as f64;
+    let read_per_token = engine.model().decode_read_bytes as f64;
     let kv = session.cache_bytes() as f64;
     let our_rss = peak_rss_bytes().map(|b| b as f64);
-    let bandwidth_limit = args.bandwidth_gbs * 1e9 / weights;
+    // Measured after our peak memory was read, so the probe's buffer does not count.
+    let bandwidth_gbs = args
+        .bandwidth_gbs
+        .unwrap_or_else(|| read_bandwidth_gbs(args.threads));
+    let bandwidth_limit = bandwidth_gbs * 1e9 / read_per_token;
 
     let peer = if args.no_peer {
         None
@@ -213,6 +216,8 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
                 "weights_bytes": weights,
                 "kv_cache_bytes": kv,
                 "peak_rss_bytes": our_rss,
+                "decode_read_bytes": read_per_token,
+                "read_bandwidth_gbs": bandwidth_gbs,
                 "decode_bandwidth_limit_tok_s": bandwidth_limit,
             },
         });
@@ -289,17 +294,46 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
     )?;
     writeln!(
         out,
-        "decode at {:.0}% of the memory-bandwidth limit ({:.0} tok/s = {:.0} GB/s / {:.1} MB read per token)",
+        "decode at {:.0}% of the memory-bandwidth limit ({:.0} tok/s = {:.1} GB/s {} / {:.1} MB read per token)",
         100.0 * ours.decode_tok_s / bandwidth_limit,
         bandwidth_limit,
-        args.bandwidth_gbs,
-        mb(weights)
+        bandwidth_gbs,
+        if args.bandwidth_gbs.is_some() { "as given" } else { "measured now" },
+        mb(read_per_token)
     )?;
     writeln!(
         out,
         "ratio: hark ÷ {peer_name} for speeds, {peer_name} ÷ hark for times and memory (above 1: hark is better)"
     )?;
     Ok(())
+}
+
+/// Memory read bandwidth in GB/s with `threads` threads streaming through a buffer far larger
+/// than any cache; the best of three passes.
+fn read_bandwidth_gbs(threads: usize) -> f64 {
+    const BYTES: usize = 256 << 20;
+    let buf = vec![1u64; BYTES / 8];
+    let share = buf.len().div_ceil(threads.max(1));
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        std::thread::scope(|scope| {
+            for part in buf.chunks(share) {
+                scope.spawn(move || {
+                    // Four independent chains so the loop is bound by loads, not by the adds.
+                    let mut acc = [0u64; 4];
+                    for quad in part.chunks_exact(4) {
+                        for (a, v) in acc.iter_mut().zip(quad) {
+                            *a = a.wrapping_add(*v);
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        best = best.max(BYTES as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 struct PeerFigures {

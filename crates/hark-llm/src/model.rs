@@ -49,6 +49,10 @@ pub struct Model {
     pool: ThreadPool,
     /// Bytes the weights hold in memory (quantized matrices, norms, biases, rope tables).
     pub weight_bytes: usize,
+    /// Weight bytes one decoded token reads: every matrix except an embedding table that is
+    /// not also the output head (a token reads one row of it). The memory-bandwidth bound on
+    /// decoding is bandwidth / this.
+    pub decode_read_bytes: usize,
 }
 
 /// Per-session buffers for the forward pass, grown to the largest batch seen.
@@ -64,7 +68,7 @@ pub struct Scratch {
     up: Vec<f32>,
     scores: Vec<f32>,
     /// Quantized activations, one buffer per activation format.
-    acts: [Activations; 4],
+    acts: [Activations; 5],
 }
 
 fn act_slot(ty: ActType) -> usize {
@@ -73,6 +77,7 @@ fn act_slot(ty: ActType) -> usize {
         ActType::Q8_0 => 1,
         ActType::Q8_1 => 2,
         ActType::Q8K => 3,
+        ActType::Q8Sum => 4,
     }
 }
 
@@ -213,6 +218,12 @@ impl Model {
                         + opt(&l.bv)
                 })
                 .sum::<usize>();
+        let decode_read_bytes = weight_bytes
+            - if output.is_some() {
+                embeddings.bytes()
+            } else {
+                0
+            };
         Ok((
             Model {
                 config,
@@ -225,6 +236,7 @@ impl Model {
                 rope_positions,
                 pool: ThreadPool::new(threads),
                 weight_bytes,
+                decode_read_bytes,
             },
             content,
         ))
@@ -364,7 +376,7 @@ impl Model {
     }
 
     /// `out_m[token][row] = m[row] · acts[token]` for each `(m, out_m)`, in one parallel loop.
-    fn matmuls(&self, jobs: &[(&QMatrix, Out)], acts: &[Activations; 4], t: usize) {
+    fn matmuls(&self, jobs: &[(&QMatrix, Out)], acts: &[Activations; 5], t: usize) {
         let chunk = rows_per_task(t);
         let mut counts = [0usize; 4];
         for (c, (m, _)) in counts.iter_mut().zip(jobs) {
@@ -378,8 +390,9 @@ impl Model {
                 j += 1;
             }
             let (m, out) = jobs[j];
+            debug_assert!(chunk.is_multiple_of(m.row_alignment()));
             let rows = task * chunk..((task + 1) * chunk).min(m.rows());
-            let a = &acts[act_slot(m.ty().act_type())];
+            let a = &acts[act_slot(m.act_type())];
             // SAFETY: each task writes only its own rows of `out`, which holds `t` rows of
             // `m.rows()` values (sized by the caller).
             unsafe { m.matmul_rows_raw(rows.clone(), a, out.at(rows.start), m.rows()) };
@@ -387,13 +400,13 @@ impl Model {
     }
 
     /// `gate = silu(gate_w · h) * (up_w · h)`, row chunks in parallel.
-    fn gated_ffn(&self, layer: &Layer, acts: &[Activations; 4], t: usize, gate: Out, up: Out) {
+    fn gated_ffn(&self, layer: &Layer, acts: &[Activations; 5], t: usize, gate: Out, up: Out) {
         let n = layer.gate.rows();
         let chunk = rows_per_task(t);
         self.pool.for_each(n.div_ceil(chunk), &|task| {
             let rows = task * chunk..((task + 1) * chunk).min(n);
-            let ga = &acts[act_slot(layer.gate.ty().act_type())];
-            let ua = &acts[act_slot(layer.up.ty().act_type())];
+            let ga = &acts[act_slot(layer.gate.act_type())];
+            let ua = &acts[act_slot(layer.up.act_type())];
             // SAFETY: this task alone writes these rows of `gate` and `up` (`t` rows of `n`).
             unsafe {
                 layer
@@ -403,10 +416,9 @@ impl Model {
                     .up
                     .matmul_rows_raw(rows.clone(), ua, up.at(rows.start), n);
                 for i in 0..t {
-                    for r in rows.clone() {
-                        let g = gate.at(i * n + r);
-                        *g = vec::silu(*g) * *up.at(i * n + r);
-                    }
+                    let g = std::slice::from_raw_parts_mut(gate.at(i * n + rows.start), rows.len());
+                    let u = std::slice::from_raw_parts(up.at(i * n + rows.start), rows.len());
+                    vec::silu_mul(g, u);
                 }
             }
         });
@@ -545,16 +557,21 @@ impl TensorReader<'_> {
 }
 
 /// Rows per parallel task: enough work per task to amortise handing it out, small enough
-/// that both cores stay busy to the end.
+/// that both cores stay busy to the end, and whole groups of interleaved rows
+/// ([`QMatrix::row_alignment`]).
 fn rows_per_task(tokens: usize) -> usize {
-    (64 / tokens.max(1)).clamp(4, 16)
+    if tokens <= 4 {
+        16
+    } else {
+        8
+    }
 }
 
 /// Quantizes `rows` rows of `x` into each activation format the matrices need.
-fn quantize_for(acts: &mut [Activations; 4], ms: &[&QMatrix], x: &[f32], rows: usize, cols: usize) {
-    let mut done = [false; 4];
+fn quantize_for(acts: &mut [Activations; 5], ms: &[&QMatrix], x: &[f32], rows: usize, cols: usize) {
+    let mut done = [false; 5];
     for m in ms {
-        let ty = m.ty().act_type();
+        let ty = m.act_type();
         let slot = act_slot(ty);
         if !done[slot] {
             acts[slot].quantize(ty, &x[..rows * cols], rows, cols);

@@ -16,6 +16,8 @@
 //! - Q8_1 (for Q4_1): `d: f32, s: f32, qs: [i8; 32]` with `s = d * sum(qs)`.
 //!   (`d` and `s` hold values rounded to f16, as llama.cpp stores them, but as f32 so the inner
 //!   loops need no conversion.)
+//! - Q8Sum (for Q5_0 repacked eight rows at a time, see [`crate::packed`]): `d: f32, sum: i32,
+//!   qs: [i8; 32]`, the block's exact integer sum alongside Q8_0's values.
 //! - Q8_K (for the K formats): `d: f32, qs: [i8; 256], bsums: [i16; 16]` (sums of 16).
 //!
 //! The quantizers round as llama.cpp's x86 code does, so our logits track llama.cpp's closely.
@@ -44,6 +46,7 @@ pub enum ActType {
     Q8_0,
     Q8_1,
     Q8K,
+    Q8Sum,
 }
 
 pub const QK: usize = 32;
@@ -119,7 +122,7 @@ impl ActType {
     pub fn block_len(self) -> usize {
         match self {
             ActType::F32 => 1,
-            ActType::Q8_0 | ActType::Q8_1 => QK,
+            ActType::Q8_0 | ActType::Q8_1 | ActType::Q8Sum => QK,
             ActType::Q8K => QK_K,
         }
     }
@@ -128,7 +131,7 @@ impl ActType {
         match self {
             ActType::F32 => 4,
             ActType::Q8_0 => 36,
-            ActType::Q8_1 => 40,
+            ActType::Q8_1 | ActType::Q8Sum => 40,
             ActType::Q8K => 292,
         }
     }
@@ -185,7 +188,7 @@ fn quantize_row_generic(act: ActType, x: &[f32], out: &mut [u8]) {
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        ActType::Q8_0 | ActType::Q8_1 => {
+        ActType::Q8_0 | ActType::Q8_1 | ActType::Q8Sum => {
             let head = if act == ActType::Q8_0 { 4 } else { 8 };
             for (block, o) in x.chunks(QK).zip(out.chunks_exact_mut(head + QK)) {
                 let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -201,8 +204,10 @@ fn quantize_row_generic(act: ActType, x: &[f32], out: &mut [u8]) {
                     o[head + j] = q as i8 as u8;
                 }
                 put_f32(o, 0, round_f16(d));
-                if act == ActType::Q8_1 {
-                    put_f32(o, 4, round_f16(d * sum as f32));
+                match act {
+                    ActType::Q8_1 => put_f32(o, 4, round_f16(d * sum as f32)),
+                    ActType::Q8Sum => o[4..8].copy_from_slice(&sum.to_le_bytes()),
+                    _ => {}
                 }
             }
         }

@@ -1,15 +1,26 @@
 //! Weight matrices in GGUF block formats and the activations they are multiplied with.
 
 use crate::formats::{self, ActType, WeightType};
+use crate::packed::{self, GROUP};
 use crate::{backend, scalar, Backend, KernelError};
 
-/// A row-major weight matrix `[rows, cols]` kept in its stored (quantized) form.
+/// A weight matrix `[rows, cols]` kept in its stored (quantized) form.
 pub struct QMatrix {
     ty: WeightType,
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    layout: Layout,
     data: Vec<u8>,
+}
+
+/// How a matrix's bytes are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// As in the GGUF file: row after row.
+    Rows,
+    /// Q5_0 with eight rows interleaved block by block ([`crate::packed`]).
+    Q5_0x8,
 }
 
 impl QMatrix {
@@ -31,13 +42,39 @@ impl QMatrix {
                 got: data.len(),
             });
         }
+        // Q5_0 is repacked eight rows at a time (a third of the instructions per block); other
+        // formats, and matrices whose rows do not group evenly, keep the file's order.
+        let (layout, data) = if ty == WeightType::Q5_0 && rows.is_multiple_of(GROUP) {
+            let nb = cols / ty.block_len();
+            (Layout::Q5_0x8, packed::pack_q5_0x8(&data, rows, nb))
+        } else {
+            (Layout::Rows, data)
+        };
         Ok(QMatrix {
             ty,
             rows,
             cols,
             row_bytes,
+            layout,
             data,
         })
+    }
+
+    /// The activation format this matrix multiplies with.
+    pub fn act_type(&self) -> ActType {
+        match self.layout {
+            Layout::Rows => self.ty.act_type(),
+            Layout::Q5_0x8 => ActType::Q8Sum,
+        }
+    }
+
+    /// Row ranges given to [`Self::matmul_rows_raw`] must start and end on multiples of this
+    /// (or end at the last row).
+    pub fn row_alignment(&self) -> usize {
+        match self.layout {
+            Layout::Rows => 1,
+            Layout::Q5_0x8 => GROUP,
+        }
     }
 
     pub fn ty(&self) -> WeightType {
@@ -57,15 +94,48 @@ impl QMatrix {
         self.data.len()
     }
 
-    /// The stored bytes of row `r`.
+    /// The stored bytes of row `r` (file order only).
     #[inline]
-    pub fn row(&self, r: usize) -> &[u8] {
+    fn row(&self, r: usize) -> &[u8] {
+        debug_assert_eq!(self.layout, Layout::Rows);
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The bytes of the group of eight rows `g` (interleaved layouts).
+    #[inline]
+    fn group(&self, g: usize) -> &[u8] {
+        let bytes = GROUP * self.row_bytes;
+        &self.data[g * bytes..(g + 1) * bytes]
     }
 
     /// Row `r` as f32 values (`out.len() == cols`).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]);
+        match self.layout {
+            Layout::Rows => formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]),
+            Layout::Q5_0x8 => {
+                let group = self.group(r / GROUP);
+                let len = self.ty.block_len();
+                for (b, o) in out[..self.cols].chunks_exact_mut(len).enumerate() {
+                    let blk = packed::q5_0x8_block(group, r % GROUP, b);
+                    formats::dequantize_row(self.ty, &blk, o);
+                }
+            }
+        }
+    }
+
+    /// Row `r` · activation row `t` (a reference for tests and odd callers; the batched
+    /// [`Self::matmul_rows_raw`] is the fast path).
+    pub fn dot(&self, r: usize, acts: &Activations, t: usize) -> f32 {
+        assert!(r < self.rows && t < acts.rows && acts.ty == self.act_type());
+        match self.layout {
+            Layout::Rows => dot_row(self.ty, self.row(r), acts.row(t), self.cols),
+            Layout::Q5_0x8 => {
+                let mut out = [0f32; GROUP];
+                // SAFETY: one whole group, one activation row, an 8-value output.
+                unsafe { self.matmul_group(r / GROUP, acts, t..t + 1, out.as_mut_ptr(), 0) };
+                out[r % GROUP]
+            }
+        }
     }
 
     /// `out[t * out_stride + r - rows.start] = row r · activation row t` for every row in `rows`
@@ -81,8 +151,19 @@ impl QMatrix {
         out: *mut f32,
         out_stride: usize,
     ) {
-        debug_assert_eq!(acts.ty, self.ty.act_type());
-        debug_assert_eq!(acts.cols, self.cols);
+        assert_eq!(acts.ty, self.act_type());
+        assert_eq!(acts.cols, self.cols);
+        if self.layout != Layout::Rows {
+            assert!(
+                rows.start.is_multiple_of(GROUP) && rows.end.is_multiple_of(GROUP),
+                "row range {rows:?} not aligned to groups of {GROUP}"
+            );
+            for g in rows.start / GROUP..rows.end / GROUP {
+                let at = out.add(g * GROUP - rows.start);
+                self.matmul_group(g, acts, 0..acts.rows, at, out_stride);
+            }
+            return;
+        }
         // Tokens in groups whose activations stay in L1/L2 while each weight row is reused;
         // within a group, four tokens at a time share each unpacked weight block.
         const TOKEN_TILE: usize = 16;
@@ -110,6 +191,51 @@ impl QMatrix {
                 }
             }
             t0 = t1;
+        }
+    }
+
+    /// Group `g` of an interleaved matrix against activation rows `tokens`: token `t`'s eight
+    /// results go to `out[(t - tokens.start) * out_stride..][..8]`.
+    ///
+    /// # Safety
+    /// As [`Self::matmul_rows_raw`], for those output elements.
+    unsafe fn matmul_group(
+        &self,
+        g: usize,
+        acts: &Activations,
+        tokens: std::ops::Range<usize>,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let group = self.group(g);
+        let nb = self.cols / self.ty.block_len();
+        let mut t = tokens.start;
+        while t < tokens.end {
+            let n = (tokens.end - t).min(4);
+            let row = |k: usize| acts.row(t + k.min(n - 1));
+            let dst = |k: usize| out.add((t + k.min(n - 1) - tokens.start) * out_stride);
+            match backend() {
+                #[cfg(target_arch = "x86_64")]
+                Backend::Avx2 => crate::x86::gemm_q5_0x8(
+                    group.as_ptr(),
+                    nb,
+                    [
+                        row(0).as_ptr(),
+                        row(1).as_ptr(),
+                        row(2).as_ptr(),
+                        row(3).as_ptr(),
+                    ],
+                    [dst(0), dst(1), dst(2), dst(3)],
+                    n,
+                ),
+                _ => {
+                    for k in 0..n {
+                        let v = packed::dot_q5_0x8(group, row(k), nb);
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), dst(k), GROUP);
+                    }
+                }
+            }
+            t += n;
         }
     }
 }
@@ -220,6 +346,8 @@ pub fn dot_row_x4(ty: WeightType, w: &[u8], a: [&[u8]; 4], cols: usize) -> [f32;
                     WeightType::Q4_0 => return x86::dot_q4_0_x4(wp, ap, nb),
                     WeightType::Q4_1 => return x86::dot_q4_1_x4(wp, ap, nb),
                     WeightType::Q5_0 => return x86::dot_q5_0_x4(wp, ap, nb),
+                    WeightType::Q4K => return x86::dot_q4k_x4(wp, ap, nb),
+                    WeightType::Q6K => return x86::dot_q6k_x4(wp, ap, nb),
                     _ => {}
                 }
             }

@@ -59,3 +59,19 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
+
+/// `gate[i] = silu(gate[i]) * up[i]` (the gated feed-forward's product) over the shorter length.
+#[inline]
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA present; both pointers valid for `n` values.
+        Backend::Avx2 => unsafe { crate::x86::silu_mul_f32(gate.as_mut_ptr(), up.as_ptr(), n) },
+        _ => {
+            for (g, u) in gate[..n].iter_mut().zip(&up[..n]) {
+                *g = silu(*g) * u;
+            }
+        }
+    }
+}

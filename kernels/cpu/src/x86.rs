@@ -331,21 +331,23 @@ unsafe fn dot_q4_1_x4_impl<U: Us8>(w: *const u8, a: [*const u8; 4], nb: usize) -
     [m[0] + b[0], m[1] + b[1], m[2] + b[2], m[3] + b[3]]
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4k(w: *const u8, a: *const u8, nb: usize) -> f32 {
+/// Q4_K rows against one or four Q8_K activation rows: each super-block's scales and nibbles are
+/// unpacked once and used for every row; each token's sums are formed exactly as for one token,
+/// so batched and single-token results are bit-identical.
+#[inline(always)]
+unsafe fn q4k_n<const N: usize>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
     const KMASK3: u32 = 0x03030303;
     let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
     for i in 0..nb {
-        let (x, y) = (w.add(144 * i), a.add(292 * i));
+        let x = w.add(144 * i);
         _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 64) as *const i8);
-        let yd = (y as *const f32).read_unaligned();
-        let d = yd * f16_to_f32(x);
-        let dmin = -yd * f16_to_f32(x.add(2));
+        let xd = f16_to_f32(x);
+        let xmin = f16_to_f32(x.add(2));
         let s = x.add(4) as *const u32;
         let mut utmp = [
             s.read_unaligned(),
@@ -364,38 +366,59 @@ pub unsafe fn dot_q4k(w: *const u8, a: *const u8, nb: usize) -> f32 {
             utmp[1] as i32,
             utmp[0] as i32,
         ));
-        let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-        let q8s = _mm_hadd_epi16(
-            _mm256_extracti128_si256(q8sums, 0),
-            _mm256_extracti128_si256(q8sums, 1),
-        );
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let mins = _mm256_extracti128_si256(mins_and_scales, 1);
         let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
         let scales = _mm256_insertf128_si256(_mm256_castsi128_si256(sc128), sc128, 1);
-        let mut sumi = _mm256_setzero_si256();
-        let mut q4 = x.add(16);
-        let mut q8 = y.add(4);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for t in 0..N {
+            let y = a[t].add(292 * i);
+            let yd = (y as *const f32).read_unaligned();
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(-yd * xmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+        }
         for j in 0..4 {
             let scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j));
             let scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
-            let q4bits = _mm256_loadu_si256(q4 as *const __m256i);
-            q4 = q4.add(32);
+            let q4bits = _mm256_loadu_si256(x.add(16 + 32 * j) as *const __m256i);
             let q4l = _mm256_and_si256(q4bits, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
-            let q8l = _mm256_loadu_si256(q8 as *const __m256i);
-            q8 = q8.add(32);
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let q8h = _mm256_loadu_si256(q8 as *const __m256i);
-            q8 = q8.add(32);
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            for t in 0..N {
+                let q8 = a[t].add(292 * i + 4 + 64 * j);
+                let q8l = _mm256_loadu_si256(q8 as *const __m256i);
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                let q8h = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p16l, p16h));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for t in 0..N {
+            let d = (a[t].add(292 * i) as *const f32).read_unaligned() * xd;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    hsum_f32_8(acc) + _mm_cvtss_f32(acc_m)
+    let mut out = [0f32; 4];
+    for t in 0..N {
+        let mut m = acc_m[t];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[t] = hsum_f32_8(acc[t]) + _mm_cvtss_f32(m);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    q4k_n::<1>(w, [a; 4], nb)[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    q4k_n::<4>(w, a, nb)
 }
 
 /// Broadcasts the 16-bit scale `i` to every 16-bit lane.
@@ -434,65 +457,88 @@ entry_points! {
     dot_q5_0_x4 = dot_q5_0_x4_impl(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4];
 }
 
-/// `scale * (q - 32) * y` summed in pairs of 16-bit lanes: computed as `q*y - 32*y` because
-/// `maddubs` needs an unsigned left side.
+/// One Q6_K half super-block's 128 values as four registers of unsigned 6-bit values.
 #[inline(always)]
-unsafe fn q6_scaled_products(q: __m256i, y: __m256i, scale: __m128i, m32s: __m256i) -> __m256i {
-    let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(m32s, y));
-    _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale), p16)
+unsafe fn q6k_unpack_half(x: *const u8, half: usize) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let q4bits1 = _mm256_loadu_si256(x.add(64 * half) as *const __m256i);
+    let q4bits2 = _mm256_loadu_si256(x.add(64 * half + 32) as *const __m256i);
+    let q4bits_h = _mm256_loadu_si256(x.add(128 + 32 * half) as *const __m256i);
+    let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m2), 4);
+    let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m2), 4);
+    let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m2), 4);
+    let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m2), 4);
+    [
+        _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
+        _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3),
+    ]
+}
+
+/// Q6_K rows against one or four Q8_K activation rows, unpacking each super-block once (as
+/// [`q4k_n`]). The `- 32` offset is taken off with the activations' 16-value sums: `Σ s·(q -
+/// 32)·y = Σ s·q·y - 32 Σ s·Σy`, exact in integers.
+#[inline(always)]
+unsafe fn q6k_n<const N: usize>(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        let x = w.add(210 * i);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 128) as *const i8);
+        let xd = f16_to_f32(x.add(208));
+        let scales = _mm_loadu_si128(x.add(192) as *const __m128i);
+        let scales16 = _mm256_cvtepi8_epi16(scales);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for t in 0..N {
+            // 32 Σ s·Σy over the 16 sub-blocks, to subtract.
+            let bsums = _mm256_loadu_si256(a[t].add(292 * i + 260) as *const __m256i);
+            sumi[t] = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, bsums));
+            sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), sumi[t]);
+        }
+        for half in 0..2 {
+            let is = 4 * half;
+            let s0 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is)));
+            let s1 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1)));
+            let s2 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2)));
+            let s3 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3)));
+            let q = q6k_unpack_half(x, half);
+            for t in 0..N {
+                let q8 = a[t].add(292 * i + 4 + 128 * half);
+                let y0 = _mm256_loadu_si256(q8 as *const __m256i);
+                let y1 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+                let y2 = _mm256_loadu_si256(q8.add(64) as *const __m256i);
+                let y3 = _mm256_loadu_si256(q8.add(96) as *const __m256i);
+                let p0 = _mm256_madd_epi16(s0, _mm256_maddubs_epi16(q[0], y0));
+                let p1 = _mm256_madd_epi16(s1, _mm256_maddubs_epi16(q[1], y1));
+                let p2 = _mm256_madd_epi16(s2, _mm256_maddubs_epi16(q[2], y2));
+                let p3 = _mm256_madd_epi16(s3, _mm256_maddubs_epi16(q[3], y3));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p0, p2));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p1, p3));
+            }
+        }
+        for t in 0..N {
+            let d = (a[t].add(292 * i) as *const f32).read_unaligned() * xd;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for t in 0..N {
+        out[t] = hsum_f32_8(acc[t]);
+    }
+    out
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6k(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let (x, y) = (w.add(210 * i), a.add(292 * i));
-        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 64) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(x.add(PREFETCH_BYTES + 128) as *const i8);
-        let d = (y as *const f32).read_unaligned() * f16_to_f32(x.add(208));
-        let mut q4 = x;
-        let mut qh = x.add(128);
-        let mut q8 = y.add(4);
-        let scales = _mm_loadu_si128(x.add(192) as *const __m128i);
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..2 {
-            let is = 4 * j;
-            let scale_0 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is));
-            let scale_1 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 1));
-            let scale_2 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 2));
-            let scale_3 = _mm_shuffle_epi8(scales, scale_shuffle_q6(is + 3));
-            let q4bits1 = _mm256_loadu_si256(q4 as *const __m256i);
-            let q4bits2 = _mm256_loadu_si256(q4.add(32) as *const __m256i);
-            q4 = q4.add(64);
-            let q4bits_h = _mm256_loadu_si256(qh as *const __m256i);
-            qh = qh.add(32);
-            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m2), 4);
-            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m2), 4);
-            let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m2), 4);
-            let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m2), 4);
-            let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
-            let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
-            let q4_2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2);
-            let q4_3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3);
-            let q8_0 = _mm256_loadu_si256(q8 as *const __m256i);
-            let q8_1 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
-            let q8_2 = _mm256_loadu_si256(q8.add(64) as *const __m256i);
-            let q8_3 = _mm256_loadu_si256(q8.add(96) as *const __m256i);
-            q8 = q8.add(128);
-            let p0 = q6_scaled_products(q4_0, q8_0, scale_0, m32s);
-            let p1 = q6_scaled_products(q4_1, q8_1, scale_1, m32s);
-            let p2 = q6_scaled_products(q4_2, q8_2, scale_2, m32s);
-            let p3 = q6_scaled_products(q4_3, q8_3, scale_3, m32s);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p2));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p3));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_f32_8(acc)
+    q6k_n::<1>(w, [a; 4], nb)[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
+    q6k_n::<4>(w, a, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -551,6 +597,194 @@ pub unsafe fn axpy_f32(a: f32, x: *const f32, y: *mut f32, n: usize) {
     }
     while i < n {
         *y.add(i) += a * *x.add(i);
+        i += 1;
+    }
+}
+
+/// Four activation bytes (values `at..at + 4`) in every 32-bit lane.
+#[inline(always)]
+unsafe fn broadcast4(y: *const u8, at: usize) -> __m256i {
+    _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
+}
+
+#[inline(always)]
+unsafe fn low_nibbles(l: __m256i) -> __m256i {
+    _mm256_and_si256(l, _mm256_set1_epi8(0xF))
+}
+
+#[inline(always)]
+unsafe fn high_nibbles(l: __m256i) -> __m256i {
+    _mm256_and_si256(_mm256_srli_epi16::<4>(l), _mm256_set1_epi8(0xF))
+}
+
+/// Keeps bit 4 of every byte.
+#[inline(always)]
+unsafe fn bit4(x: __m256i) -> __m256i {
+    _mm256_and_si256(x, _mm256_set1_epi8(0x10))
+}
+
+/// One Q5_0×8 block's values as unsigned bytes: register `k`, lane `r` = row `r`'s values
+/// `4k..4k + 4` (layout in [`crate::packed`]). Plain functions, not closures, so the target
+/// features reach every instruction.
+#[inline(always)]
+unsafe fn q5_0x8_unpack(blk: *const u8) -> [__m256i; 8] {
+    let hb = _mm256_loadu_si256(blk.add(16) as *const __m256i);
+    let l0 = _mm256_loadu_si256(blk.add(48) as *const __m256i);
+    let l1 = _mm256_loadu_si256(blk.add(80) as *const __m256i);
+    let l2 = _mm256_loadu_si256(blk.add(112) as *const __m256i);
+    let l3 = _mm256_loadu_si256(blk.add(144) as *const __m256i);
+    // Bit k of each plane byte is the fifth bit of register k's byte: move it to bit 4. The
+    // 16-bit shifts never carry a wanted bit across a byte for these distances.
+    [
+        _mm256_or_si256(low_nibbles(l0), bit4(_mm256_slli_epi16::<4>(hb))),
+        _mm256_or_si256(low_nibbles(l1), bit4(_mm256_slli_epi16::<3>(hb))),
+        _mm256_or_si256(low_nibbles(l2), bit4(_mm256_slli_epi16::<2>(hb))),
+        _mm256_or_si256(low_nibbles(l3), bit4(_mm256_slli_epi16::<1>(hb))),
+        _mm256_or_si256(high_nibbles(l0), bit4(hb)),
+        _mm256_or_si256(high_nibbles(l1), bit4(_mm256_srli_epi16::<1>(hb))),
+        _mm256_or_si256(high_nibbles(l2), bit4(_mm256_srli_epi16::<2>(hb))),
+        _mm256_or_si256(high_nibbles(l3), bit4(_mm256_srli_epi16::<3>(hb))),
+    ]
+}
+
+/// `maddubs` of register `k` against the activation bytes it pairs with.
+#[inline(always)]
+unsafe fn maddubs_k(w: &[__m256i; 8], qy: *const u8, k: usize) -> __m256i {
+    _mm256_maddubs_epi16(w[k], broadcast4(qy, 4 * k))
+}
+
+/// One unpacked block of eight rows against one Q8Sum activation block `y`, added into `acc`
+/// (lane `r` = row `r`). Four `maddubs` results fit in 16 bits (|4 · 2 · 31 · 127| < 2^15).
+#[inline(always)]
+unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut __m256) {
+    let qy = y.add(8);
+    let p0 = _mm256_add_epi16(
+        _mm256_add_epi16(maddubs_k(w, qy, 0), maddubs_k(w, qy, 1)),
+        _mm256_add_epi16(maddubs_k(w, qy, 2), maddubs_k(w, qy, 3)),
+    );
+    let p1 = _mm256_add_epi16(
+        _mm256_add_epi16(maddubs_k(w, qy, 4), maddubs_k(w, qy, 5)),
+        _mm256_add_epi16(maddubs_k(w, qy, 6), maddubs_k(w, qy, 7)),
+    );
+    let ones = _mm256_set1_epi16(1);
+    let isum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+    // Σ(q - 16)·y exactly, in integers.
+    let ysum = _mm256_set1_epi32((y.add(4) as *const i32).read_unaligned());
+    let v = _mm256_mul_ps(
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, _mm256_slli_epi32::<4>(ysum))),
+        _mm256_set1_ps(f32_at(y)),
+    );
+    *acc = _mm256_fmadd_ps(d, v, *acc);
+}
+
+/// One group of eight Q5_0 rows (`nb` blocks at `g`) against `n` (1..=4) Q8Sum activation rows
+/// `a[..n]`; token `t`'s eight results are stored at `out[t]`. Each token's sums are computed
+/// the same way whatever `n` is, so batched and single-token results are bit-identical.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q5_0x8(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+    n: usize,
+) {
+    match n {
+        1 => gemm_q5_0x8_n::<1>(g, nb, a, out),
+        2 => gemm_q5_0x8_n::<2>(g, nb, a, out),
+        3 => gemm_q5_0x8_n::<3>(g, nb, a, out),
+        _ => gemm_q5_0x8_n::<4>(g, nb, a, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_q5_0x8_n<const N: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+) {
+    const BLOCK: usize = crate::packed::Q5_0X8_BYTES;
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = g.add(BLOCK * b);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 128) as *const i8);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let w = q5_0x8_unpack(blk);
+        for t in 0..N {
+            q5_0x8_block_dot(&w, d, a[t].add(40 * b), &mut acc[t]);
+        }
+    }
+    for t in 0..N {
+        _mm256_storeu_ps(out[t], acc[t]);
+    }
+}
+
+/// e^x for 8 f32 lanes, computed in f64 (relative error below 1e-13) and rounded once to f32:
+/// so the result is the correctly rounded e^x, as glibc's `expf` gives, in all but vanishingly
+/// rare cases. Matching the scalar `exp` matters more than the few instructions an f32
+/// polynomial would save: a last-bit change in the feed-forward's SiLU shifts which near-tied
+/// token a small model picks.
+#[inline(always)]
+unsafe fn exp_ps(x: __m256) -> __m256 {
+    let lo = exp_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+    let hi = exp_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
+    _mm256_insertf128_ps::<1>(
+        _mm256_castps128_ps256(_mm256_cvtpd_ps(lo)),
+        _mm256_cvtpd_ps(hi),
+    )
+}
+
+/// e^x for 4 f64 lanes with `x` from f32 (clamped where f32's e^x is 0 or infinite anyway):
+/// `x = n·ln2 + r`, `|r| <= ln2/2`, a degree-11 Taylor polynomial, and `2^n` in the exponent.
+#[inline(always)]
+unsafe fn exp_pd(x: __m256d) -> __m256d {
+    let x = _mm256_min_pd(
+        _mm256_max_pd(x, _mm256_set1_pd(-150.0)),
+        _mm256_set1_pd(100.0),
+    );
+    let n = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_pd(
+        x,
+        _mm256_set1_pd(std::f64::consts::LOG2_E),
+    ));
+    // ln2 in two parts (fdlibm's) so n·ln2_hi is exact for |n| < 2^11.
+    let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.931_471_803_691_238e-1), x);
+    let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.908_214_929_270_587_7e-10), r);
+    let mut p = _mm256_set1_pd(1.0 / 39_916_800.0);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 3_628_800.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 362_880.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 40_320.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 5_040.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 720.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 24.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 6.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(0.5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    let e = _mm256_add_epi64(
+        _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)),
+        _mm256_set1_epi64x(1023),
+    );
+    _mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64::<52>(e)))
+}
+
+/// `g[i] = silu(g[i]) * u[i]` for `n` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn silu_mul_f32(g: *mut f32, u: *const f32, n: usize) {
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(g.add(i));
+        let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(g.add(i), _mm256_mul_ps(s, _mm256_loadu_ps(u.add(i))));
+        i += 8;
+    }
+    while i < n {
+        let x = *g.add(i);
+        *g.add(i) = x / (1.0 + (-x).exp()) * *u.add(i);
         i += 1;
     }
 }

@@ -63,7 +63,7 @@ fn dequantize_acts(ty: ActType, a: &[u8], cols: usize) -> Vec<f32> {
                 *o = f32::from_le_bytes(a[4 * i..4 * i + 4].try_into().unwrap());
             }
         }
-        ActType::Q8_0 | ActType::Q8_1 => {
+        ActType::Q8_0 | ActType::Q8_1 | ActType::Q8Sum => {
             let (bb, head) = if ty == ActType::Q8_0 {
                 (36, 4)
             } else {
@@ -167,6 +167,7 @@ fn the_scalar_fallback_passes_the_reference_tests_too() {
         .args([
             "dot_products_match_dequantized_reference",
             "four_token_kernels_equal_one_token_kernels",
+            "matrices_in_every_layout_match_the_reference_and_batch_bit_exactly",
             "--quiet",
         ])
         .env("HARK_KERNELS", "scalar")
@@ -202,8 +203,77 @@ fn parallel_matmul_fills_every_output_once() {
     });
     for t in 0..tokens {
         for r in 0..rows {
-            let expect = dot_row(ty, m.row(r), acts.row(t), cols);
+            let expect = m.dot(r, &acts, t);
             assert_eq!(out[t * rows + r], expect, "token {t} row {r}");
+        }
+    }
+}
+
+/// Every format as a whole matrix: rows a multiple of eight (Q5_0 is then interleaved eight rows
+/// at a time) and not (Q5_0 stays in file order); seven tokens, so the batched kernels run full
+/// and partial tiles.
+#[test]
+fn matrices_in_every_layout_match_the_reference_and_batch_bit_exactly() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (cols, tokens) = (2 * QK_K, 7);
+    for ty in TYPES {
+        for rows in [24, 20] {
+            let file_rows: Vec<Vec<u8>> =
+                (0..rows).map(|_| random_row(ty, cols, &mut rng)).collect();
+            let m = QMatrix::new(ty, rows, cols, file_rows.concat()).unwrap();
+            let x: Vec<f32> = (0..tokens * cols)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let mut acts = Activations::default();
+            acts.quantize(m.act_type(), &x, tokens, cols);
+            let mut batched = vec![f32::NAN; tokens * rows];
+            let align = m.row_alignment();
+            for start in (0..rows).step_by(8) {
+                let end = (start + 8).min(rows);
+                if end % align != 0 {
+                    continue;
+                }
+                // SAFETY: each call writes its own rows of `batched`.
+                unsafe {
+                    m.matmul_rows_raw(start..end, &acts, batched.as_mut_ptr().add(start), rows)
+                };
+            }
+            for (r, file_row) in file_rows.iter().enumerate() {
+                // Whatever the layout, a row reads back as the file's row.
+                let (mut wf, mut expect) = (vec![0f32; cols], vec![0f32; cols]);
+                m.dequantize_row(r, &mut wf);
+                dequantize_row(ty, file_row, &mut expect);
+                assert_eq!(wf, expect, "{ty:?} rows {rows}: row {r} reads back changed");
+                for t in 0..tokens {
+                    let af = dequantize_acts(m.act_type(), acts.row(t), cols);
+                    let mut reference: f64 =
+                        wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
+                    if ty == WeightType::Q4_1 {
+                        for (b, block) in af.chunks(QK).enumerate() {
+                            let m = f16_at(file_row, 20 * b + 2) as f64;
+                            let s = f32_at(acts.row(t), 40 * b + 4) as f64;
+                            let exact: f64 = block.iter().map(|&v| v as f64).sum();
+                            reference += m * (s - exact);
+                        }
+                    }
+                    let scale: f64 = wf
+                        .iter()
+                        .zip(&af)
+                        .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                        .sum();
+                    let got = batched[t * rows + r];
+                    assert!(
+                        (got as f64 - reference).abs() <= 1e-5 * scale + 1e-6,
+                        "{ty:?} rows {rows}: row {r} token {t}: {got} vs {reference}"
+                    );
+                    // A token's result must not depend on the batch it was computed in.
+                    assert_eq!(
+                        got,
+                        m.dot(r, &acts, t),
+                        "{ty:?} rows {rows}: row {r} token {t}"
+                    );
+                }
+            }
         }
     }
 }

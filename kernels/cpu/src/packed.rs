@@ -1,0 +1,100 @@
+//! Weights repacked so one instruction works on eight rows at once.
+//!
+//! A GGUF row-major matrix makes every output value a horizontal sum: each row's products land in
+//! the lanes of a register that must be added up and scaled block by block. Interleaving eight
+//! rows block by block (as llama.cpp's "repack" buffers do) turns that around: lane `r` of every
+//! register belongs to row `r`, so one broadcast of four activation bytes feeds eight rows, the
+//! eight row scales are one vector, and a block costs a third of the instructions. The bytes are
+//! the same; only their order changes.
+//!
+//! Q5_0×8, one group of 8 rows and one 32-value block (176 bytes = 8 × 22):
+//! - `d`: the 8 rows' f16 scales (16 bytes).
+//! - `hb`: the fifth bits as a bit plane (32 bytes): bit `k` of byte `4r + i` is the fifth bit of
+//!   value `4k + i` of row `r`, so register `k`'s high bits are one shift and mask away.
+//! - `qs`: four 32-byte groups; group `k`, bytes `4r..4r+4` = row `r`'s nibble bytes `4k..4k+4`
+//!   (low nibbles are values `4k..`, high nibbles values `16 + 4k..`).
+//!
+//! Values are used unsigned (`0..32`, not `-16..16`) so no sign tricks are needed per product;
+//! the activations carry each block's integer sum ([`crate::ActType::Q8Sum`]) and the offset is
+//! taken off exactly in integers: `Σ(q - 16)·y = Σq·y - 16·Σy`.
+
+use crate::formats::{f16_at, QK};
+
+/// Rows interleaved per group.
+pub const GROUP: usize = 8;
+/// Bytes of one Q5_0 block.
+const Q5_0_BYTES: usize = 22;
+/// Bytes of one group's block.
+pub const Q5_0X8_BYTES: usize = GROUP * Q5_0_BYTES;
+const HB: usize = 16;
+const QS: usize = 48;
+
+/// Repacks `rows` rows (a multiple of [`GROUP`]) of `nb` Q5_0 blocks each.
+pub fn pack_q5_0x8(data: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    debug_assert!(rows.is_multiple_of(GROUP) && data.len() == rows * nb * Q5_0_BYTES);
+    let mut out = vec![0u8; data.len()];
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * Q5_0X8_BYTES..][..Q5_0X8_BYTES];
+            for r in 0..GROUP {
+                let src = &data[((g * GROUP + r) * nb + b) * Q5_0_BYTES..][..Q5_0_BYTES];
+                o[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+                for i in 0..4 {
+                    o[HB + 4 * r + i] =
+                        (0..8).fold(0u8, |acc, k| acc | ((((qh >> (4 * k + i)) & 1) as u8) << k));
+                }
+                for k in 0..4 {
+                    o[QS + 32 * k + 4 * r..][..4].copy_from_slice(&src[6 + 4 * k..][..4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Block `b` of row `r` (within its group's bytes `group`) back in GGUF's Q5_0 layout.
+pub fn q5_0x8_block(group: &[u8], r: usize, b: usize) -> [u8; Q5_0_BYTES] {
+    let o = &group[b * Q5_0X8_BYTES..][..Q5_0X8_BYTES];
+    let mut blk = [0u8; Q5_0_BYTES];
+    blk[..2].copy_from_slice(&o[2 * r..2 * r + 2]);
+    let mut qh = 0u32;
+    for i in 0..4 {
+        let plane = o[HB + 4 * r + i];
+        for k in 0..8 {
+            qh |= (((plane >> k) & 1) as u32) << (4 * k + i);
+        }
+    }
+    blk[2..6].copy_from_slice(&qh.to_le_bytes());
+    for k in 0..4 {
+        blk[6 + 4 * k..][..4].copy_from_slice(&o[QS + 32 * k + 4 * r..][..4]);
+    }
+    blk
+}
+
+/// The eight rows of one group (`group` = its `nb` blocks) against one Q8Sum activation row:
+/// the portable version of the AVX2 kernel, with the same integer sums.
+pub fn dot_q5_0x8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
+    let mut acc = [0f32; GROUP];
+    for b in 0..nb {
+        let y = &a[b * 40..][..40];
+        let dy = crate::formats::f32_at(y, 0);
+        let ysum = i32::from_le_bytes([y[4], y[5], y[6], y[7]]);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let blk = q5_0x8_block(group, r, b);
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let mut isum = 0i32;
+            for j in 0..QK {
+                let nibble = if j < 16 {
+                    blk[6 + j] & 0xF
+                } else {
+                    blk[6 + j - 16] >> 4
+                };
+                let q = (nibble | ((((qh >> j) & 1) as u8) << 4)) as i32;
+                isum += q * y[8 + j] as i8 as i32;
+            }
+            *acc += f16_at(&blk, 0) * ((isum - 16 * ysum) as f32 * dy);
+        }
+    }
+    acc
+}
