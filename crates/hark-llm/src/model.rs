@@ -556,14 +556,15 @@ impl TensorReader<'_> {
     }
 }
 
-/// Rows per parallel task: enough work per task to amortise handing it out, small enough
-/// that both cores stay busy to the end, and whole groups of interleaved rows
-/// ([`QMatrix::row_alignment`]).
+/// Rows per parallel task: whole groups of interleaved rows ([`QMatrix::row_alignment`]),
+/// enough work per task that handing tasks out (an atomic shared by the cores) costs little,
+/// and enough tasks that the cores finish together. Measured on Qwen2.5-0.5B decode: 16 rows per
+/// task 35 tok/s, 32 rows 38, 64 rows 41.
 fn rows_per_task(tokens: usize) -> usize {
-    if tokens <= 4 {
-        16
-    } else {
-        8
+    match tokens {
+        0 | 1 => 64,
+        2..=4 => 32,
+        _ => 8,
     }
 }
 
