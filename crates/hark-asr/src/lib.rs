@@ -1,10 +1,14 @@
 //! Speech recognition with Whisper (whisper.cpp through whisper-rs).
 //!
-//! This is whole-utterance recognition: one decode per turn, with the encoder's window fitted to
-//! the turn's audio ([`EncoderWindow`]). The model and its decoder state are loaded once and
-//! reused for every turn.
+//! [`Transcriber`] decodes a whole utterance, with the encoder's window fitted to the turn's audio
+//! or Whisper's full 30 s ([`EncoderWindow`]); [`StreamingRecognizer`] decodes the growing
+//! utterance while the user speaks and commits words by local agreement. The model and its
+//! decoder state are loaded once and reused for every turn.
 
 mod ggml_check;
+mod stream;
+
+pub use stream::{AsrEvent, LocalAgreement, StreamConfig, StreamingRecognizer};
 
 use std::path::Path;
 
@@ -130,6 +134,9 @@ impl Transcriber {
 
     /// Transcribes 16 kHz mono speech. Silence and noise give an empty transcript.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, AsrError> {
+        if is_silent(samples) {
+            return Ok(Transcript::default());
+        }
         let padded;
         let audio = if samples.len() < MIN_SAMPLES {
             padded = [samples, &vec![0.0; MIN_SAMPLES - samples.len()]].concat();
@@ -156,6 +163,38 @@ impl Transcriber {
             EncoderWindow::Full => self.decode(audio, None, None)?.0,
         };
         Ok(transcript)
+    }
+
+    /// A quick hypothesis for audio that is still growing: a window fitted to the audio
+    /// ([`FITTED_WINDOW`]'s margin whatever the configured window). `None` when there are no
+    /// words, only one of Whisper's stock phrases, or a decode that ran away (no second,
+    /// full-window decode: the next hop will do).
+    pub fn transcribe_partial(&mut self, samples: &[f32]) -> Result<Option<String>, AsrError> {
+        if is_silent(samples) {
+            return Ok(None);
+        }
+        let padded;
+        let audio = if samples.len() < MIN_SAMPLES {
+            padded = [samples, &vec![0.0; MIN_SAMPLES - samples.len()]].concat();
+            &padded[..]
+        } else {
+            samples
+        };
+        let seconds = audio.len() as f64 / 16_000.0;
+        let EncoderWindow::Fit { margin_frames } = FITTED_WINDOW else {
+            unreachable!("FITTED_WINDOW is a fitted window")
+        };
+        let frames =
+            ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames).min(FULL_FRAMES);
+        let max_tokens = (seconds * 8.0) as usize + 12;
+        let (t, tokens) = self.decode(audio, Some(frames), Some(max_tokens))?;
+        // Whisper's stock phrases are never committed from a partial, whatever its no-speech
+        // estimate: a user who really says "thank you" gets it from the final decode.
+        let usable = tokens < max_tokens
+            && !t.text.is_empty()
+            && !repeats_itself(&t.text)
+            && !is_invented(&t.text);
+        Ok(usable.then_some(t.text))
     }
 
     /// One Whisper decode; returns the transcript and the number of text tokens it produced.
@@ -220,6 +259,15 @@ impl Transcriber {
             tokens,
         ))
     }
+}
+
+/// Below this RMS (-60 dBFS) there is nothing to hear; Whisper would only invent ("you").
+const SILENCE_RMS: f64 = 1e-3;
+
+/// Whether `samples` are too quiet to hold speech.
+pub fn is_silent(samples: &[f32]) -> bool {
+    let energy: f64 = samples.iter().map(|&s| (s as f64) * (s as f64)).sum();
+    energy <= SILENCE_RMS * SILENCE_RMS * samples.len() as f64
 }
 
 /// Whether a phrase of one to four words occurs three times in a row: the signature of a

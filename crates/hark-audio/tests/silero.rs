@@ -66,6 +66,25 @@ fn silence_is_no_turn() {
     assert!(d.detect(&[]).unwrap().is_empty());
 }
 
+/// White noise is where Whisper invents whole sentences ("I'm not going to be too close."): the
+/// VAD in front of it must not let it through as a turn.
+#[test]
+fn white_noise_is_no_turn() {
+    let mut d = detector();
+    // A fixed-seed xorshift keeps the noise reproducible without another dependency.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<f32> = (0..16_000 * 5)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect();
+    let turns = d.detect(&noise).unwrap();
+    assert!(turns.is_empty(), "white noise made turns: {turns:?}");
+}
+
 #[test]
 fn a_damaged_model_is_an_error() {
     detector();
