@@ -50,15 +50,12 @@ pub enum EncoderWindow {
     Fit { margin_frames: usize },
 }
 
-/// Default window: Whisper's full 30 s, for now. Measured (real recordings from
-/// pocketsphinx-testdata, 12 files, 87 words, plus the 3 bundled espeak questions):
-/// `Fit { margin_frames: 400 }` (the audio plus 8 s) cuts recognition from about 1000 to 290-410 ms
-/// per turn with the same or better WER on the real speech (cards and commands 10.0 % against
-/// 13.3 %, LibriVox 5.6 % both), but mishears one espeak question ("the capital of France" →
-/// "the capital and friends") at every margin up to 16 s. Margins of 1.3-5 s make tiny.en loop on
-/// short turns (caught by the guard below). Until a larger corpus settles it, accuracy wins:
-/// `--asr-window 8` opts in.
-pub const DEFAULT_WINDOW: EncoderWindow = EncoderWindow::Full;
+/// Default window: the audio plus 8 s ([`FITTED_WINDOW`]). Measured by `hark bench asr` (15
+/// recordings: 12 real from pocketsphinx-testdata, 3 espeak-ng questions): WER 7.4 % against
+/// 9.9 % for the full 30 s window, at about a third of the encoder's time. Margins of 1.3-5 s
+/// make tiny.en loop on short turns (caught by the guard below). Both windows mishear one espeak
+/// question ("the capital of France" → "the capital and friends") in that benchmark's padding.
+pub const DEFAULT_WINDOW: EncoderWindow = FITTED_WINDOW;
 
 /// The fitted window measured above: the audio plus 8 s.
 pub const FITTED_WINDOW: EncoderWindow = EncoderWindow::Fit { margin_frames: 400 };
@@ -132,8 +129,19 @@ impl Transcriber {
         })
     }
 
-    /// Transcribes 16 kHz mono speech. Silence and noise give an empty transcript.
+    /// Transcribes 16 kHz mono speech with the configured window and threads. Silence and noise
+    /// give an empty transcript.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, AsrError> {
+        self.transcribe_with(samples, self.config.window, self.config.threads)
+    }
+
+    /// [`Self::transcribe`] with this call's own window and thread count.
+    pub fn transcribe_with(
+        &mut self,
+        samples: &[f32],
+        window: EncoderWindow,
+        threads: usize,
+    ) -> Result<Transcript, AsrError> {
         if is_silent(samples) {
             return Ok(Transcript::default());
         }
@@ -145,22 +153,23 @@ impl Transcriber {
             samples
         };
         let seconds = audio.len() as f64 / 16_000.0;
-        let transcript = match self.config.window {
+        let transcript = match window {
             EncoderWindow::Fit { margin_frames } => {
                 let frames = (seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames;
                 if frames < FULL_FRAMES {
                     // Generous for speech (people say 2-4 words a second) yet small enough to
                     // stop a loop early.
                     let max_tokens = (seconds * 8.0) as usize + 12;
-                    let (t, tokens) = self.decode(audio, Some(frames), Some(max_tokens))?;
+                    let (t, tokens) =
+                        self.decode(audio, threads, Some(frames), Some(max_tokens))?;
                     if tokens < max_tokens && !repeats_itself(&t.text) {
                         return Ok(t);
                     }
                     tracing::debug!(text = %t.text, "fitted encoder window ran away; full window");
                 }
-                self.decode(audio, None, None)?.0
+                self.decode(audio, threads, None, None)?.0
             }
-            EncoderWindow::Full => self.decode(audio, None, None)?.0,
+            EncoderWindow::Full => self.decode(audio, threads, None, None)?.0,
         };
         Ok(transcript)
     }
@@ -169,7 +178,11 @@ impl Transcriber {
     /// ([`FITTED_WINDOW`]'s margin whatever the configured window). `None` when there are no
     /// words, only one of Whisper's stock phrases, or a decode that ran away (no second,
     /// full-window decode: the next hop will do).
-    pub fn transcribe_partial(&mut self, samples: &[f32]) -> Result<Option<String>, AsrError> {
+    pub fn transcribe_partial(
+        &mut self,
+        samples: &[f32],
+        threads: usize,
+    ) -> Result<Option<String>, AsrError> {
         if is_silent(samples) {
             return Ok(None);
         }
@@ -187,7 +200,7 @@ impl Transcriber {
         let frames =
             ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames).min(FULL_FRAMES);
         let max_tokens = (seconds * 8.0) as usize + 12;
-        let (t, tokens) = self.decode(audio, Some(frames), Some(max_tokens))?;
+        let (t, tokens) = self.decode(audio, threads, Some(frames), Some(max_tokens))?;
         // Whisper's stock phrases are never committed from a partial, whatever its no-speech
         // estimate: a user who really says "thank you" gets it from the final decode.
         let usable = tokens < max_tokens
@@ -201,11 +214,12 @@ impl Transcriber {
     fn decode(
         &mut self,
         audio: &[f32],
+        threads: usize,
         audio_ctx: Option<usize>,
         max_tokens: Option<usize>,
     ) -> Result<(Transcript, usize), AsrError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(self.config.threads as i32);
+        params.set_n_threads(threads.max(1) as i32);
         params.set_language(Some(if self.multilingual {
             self.config.language.as_str()
         } else {

@@ -84,6 +84,8 @@ pub struct StreamConfig {
     /// No decode before the utterance holds this much audio (a syllable or two is noise to
     /// Whisper).
     pub min_samples: usize,
+    /// Threads for each partial decode (the rest are the LLM's while the user speaks).
+    pub threads: usize,
 }
 
 impl Default for StreamConfig {
@@ -91,6 +93,7 @@ impl Default for StreamConfig {
         StreamConfig {
             hop_samples: 4_000, // 250 ms
             min_samples: 8_000, // 500 ms
+            threads: 1,
         }
     }
 }
@@ -127,7 +130,8 @@ impl StreamingRecognizer {
         }
         self.decoded_at = self.audio.len();
         // A partial that runs away is simply skipped: the next hop or the final decode will do.
-        if let Some(text) = self.transcriber.transcribe_partial(&self.audio)? {
+        let threads = self.config.threads;
+        if let Some(text) = self.transcriber.transcribe_partial(&self.audio, threads)? {
             if let Some(stable) = self.agreement.update(&text) {
                 events.push(AsrEvent::Stable(stable));
             }

@@ -157,7 +157,7 @@ fn frame_db(frame: &[f32]) -> f32 {
 }
 
 /// The level of the quiet parts of the input: the 10th percentile of 10 ms frame levels.
-fn noise_floor_db(samples: &[f32]) -> f32 {
+pub fn noise_floor_db(samples: &[f32]) -> f32 {
     let mut levels: Vec<f32> = samples.chunks(FRAME).map(frame_db).collect();
     if levels.is_empty() {
         return -120.0;
@@ -168,7 +168,7 @@ fn noise_floor_db(samples: &[f32]) -> f32 {
 
 /// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor: the
 /// speech's real end, independent of the detector's hangover.
-fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
+pub fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
     let region = &samples[start..vad_end];
     let peak_db = region.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max);
     let threshold = floor_db + ((peak_db - floor_db) * 0.25).max(6.0);

@@ -27,6 +27,11 @@ enum BenchWhat {
     /// memory; and llama.cpp (llama-cpp-python, installed by scripts/setup-peers) on the same
     /// GGUF, the same tokens and the same thread count, with ratios.
     Llm(LlmBenchArgs),
+    /// Speech recognition: streaming (partials while the user speaks, the final decoded when
+    /// silence begins) against whole-utterance decoding after the turn end, on real recordings
+    /// (pocketsphinx-testdata: `hark models fetch --set test`) and espeak-ng questions: WER,
+    /// final-transcript delay after the turn end, endpoint delay, partials' real-time factor.
+    Asr(crate::bench_asr::AsrBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +75,7 @@ fn default_threads() -> usize {
 pub fn run(args: BenchArgs, store: &ModelStore) -> Result<()> {
     match args.what {
         BenchWhat::Llm(a) => bench_llm(a, store),
+        BenchWhat::Asr(a) => crate::bench_asr::bench_asr(a, store),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `hark`: the local voice assistant's command line.
 
+mod bench_asr;
 mod bench_cmd;
 mod models_cmd;
 mod report_cmd;

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hark_core::TurnRecord;
 use hark_models::{ids, ModelStore, Progress};
+use hark_pipeline::listen::ListenConfig;
 use hark_pipeline::{ModelPaths, Pipeline, PipelineConfig};
 
 #[derive(Debug, Args)]
@@ -35,9 +36,19 @@ pub struct RunArgs {
     /// A reply stops after this many sentences (0: no limit).
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_reply_sentences: usize,
-    /// Silence that ends a turn, ms.
+    /// Silence that ends a turn while its transcript does not tell how finished it is, ms.
     #[arg(long, default_value_t = 500.0, value_name = "MS")]
     end_silence_ms: f64,
+    /// Silence that ends a turn whose transcript reads as a finished sentence, ms.
+    #[arg(long, default_value_t = 300.0, value_name = "MS")]
+    finished_silence_ms: f64,
+    /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
+    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
+    unfinished_silence_ms: f64,
+    /// Recognise each turn only after it has ended (the sequential baseline) instead of while
+    /// it is spoken.
+    #[arg(long)]
+    sequential_asr: bool,
     /// Sampling temperature (0: greedy, reproducible).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -47,8 +58,8 @@ pub struct RunArgs {
     /// Threads for recognition and synthesis (default: all cores, at most 4).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// What Whisper's encoder sees: `full` (Whisper's whole 30 s window, the default) or the
-    /// turn's audio plus this many seconds (`8`: about 3x faster recognition; see the README).
+    /// What Whisper's encoder sees: the turn's audio plus this many seconds (default 8, about
+    /// 3x faster than the full window) or `full` (Whisper's whole 30 s window; see the README).
     #[arg(long, value_name = "SECONDS|full", value_parser = parse_asr_window)]
     asr_window: Option<hark_pipeline::EncoderWindow>,
     /// Fail instead of fetching missing models.
@@ -59,7 +70,7 @@ pub struct RunArgs {
     continue_conversation: bool,
 }
 
-fn parse_asr_window(text: &str) -> Result<hark_pipeline::EncoderWindow, String> {
+pub fn parse_asr_window(text: &str) -> Result<hark_pipeline::EncoderWindow, String> {
     if text == "full" {
         return Ok(hark_pipeline::EncoderWindow::Full);
     }
@@ -197,12 +208,18 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     if let Some(system) = args.system {
         config.system_prompt = system;
     }
-    if let Some(window) = args.asr_window {
-        config.asr_window = window;
-    }
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
+    let window = args.asr_window.unwrap_or(hark_pipeline::FITTED_WINDOW);
+    config.asr_window = window;
+    config.listen = (!args.sequential_asr).then_some(ListenConfig {
+        finished_end_silence_ms: args.finished_silence_ms.max(32.0),
+        unfinished_end_silence_ms: args.unfinished_silence_ms.max(32.0),
+        window,
+        final_threads: config.threads,
+        ..ListenConfig::default()
+    });
     config.max_reply_tokens = args.max_reply_tokens.max(1);
     config.max_reply_sentences = args.max_reply_sentences;
     config.turn.end_silence_ms = args.end_silence_ms.max(32.0);

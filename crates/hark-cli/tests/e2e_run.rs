@@ -88,11 +88,8 @@ fn answers_real_speech_and_the_reply_is_intelligible() {
             let ms = v["spans"][key].as_f64().unwrap_or(-1.0);
             assert!(ms.is_finite() && ms >= 0.0, "span {key} = {ms}");
         }
-        assert!(
-            rec.spans.asr_final > 0.0
-                && rec.spans.llm_ttft > 0.0
-                && rec.spans.tts_first_audio > 0.0
-        );
+        // (`asr_final` is often 0: the transcript was ready before the turn was decided.)
+        assert!(rec.spans.llm_ttft > 0.0 && rec.spans.tts_first_audio > 0.0);
         assert!(
             (rec.v2v_ms - rec.spans.total()).abs() < 1.0,
             "spans add up to V2V: {rec:?}"

@@ -6,6 +6,8 @@ use hark_asr::EncoderWindow;
 use hark_audio::TurnConfig;
 use hark_llm::SamplerConfig;
 
+use crate::listen::ListenConfig;
+
 /// Where each model file is.
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
@@ -40,6 +42,9 @@ pub struct PipelineConfig {
     pub turn: TurnConfig,
     /// The speech recogniser's encoder window.
     pub asr_window: EncoderWindow,
+    /// Streaming recognition and transcript-aware turn ends ([`crate::listen`]); `None`: the
+    /// sequential baseline, which waits for the turn end and then decodes the whole turn.
+    pub listen: Option<ListenConfig>,
 }
 
 /// Short answers in a speaking style: a voice reply is listened to, not read.
@@ -62,6 +67,7 @@ impl PipelineConfig {
             context: 2048,
             turn: TurnConfig::default(),
             asr_window: hark_asr::DEFAULT_WINDOW,
+            listen: Some(ListenConfig::default()),
         }
     }
 }

@@ -6,19 +6,20 @@
 //! measured compute time is added to it. Later versions run the stages concurrently and stream.
 
 mod config;
+pub mod listen;
 mod timeline;
 
 use std::time::Instant;
 
 use hark_asr::{AsrConfig, Transcriber};
-use hark_audio::{resample, SileroVad, TurnDetector};
+use hark_audio::{resample, SileroVad, Turn, TurnDetector};
 use hark_core::{AudioBuffer, EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
 use hark_llm::chat::chatml_prompt;
 use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason};
 use hark_tts::Voice;
 
 pub use config::{ModelPaths, PipelineConfig};
-pub use hark_asr::EncoderWindow;
+pub use hark_asr::{EncoderWindow, FITTED_WINDOW};
 pub use timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,16 +166,36 @@ impl Pipeline {
         mut on_turn: impl FnMut(&TurnRecord),
     ) -> Result<Conversation, PipelineError> {
         let heard = resample(input, ASR_SAMPLE_RATE)?;
-        let turns = {
+        let probs = {
             let _span = tracing::info_span!("vad").entered();
-            self.turns.detect(&heard.samples)?
+            self.turns.probabilities(&heard.samples)?
+        };
+        // Streaming: turns and transcripts come from the listener, which ran recognition on
+        // the sample clock as the audio arrived. Sequential: turns first, recognition after.
+        let listened = match &self.config.listen {
+            Some(cfg) => {
+                let _span = tracing::info_span!("listen").entered();
+                Some(listen::listen(
+                    &probs,
+                    &heard.samples,
+                    &mut self.asr,
+                    &self.config.turn,
+                    cfg,
+                )?)
+            }
+            None => None,
+        };
+        let turns: Vec<(Turn, Option<listen::HeardTurn>)> = match listened {
+            Some(heard_turns) => heard_turns.into_iter().map(|h| (h.turn, Some(h))).collect(),
+            None => hark_audio::turns::segment(&probs, &heard.samples, self.turns.config())
+                .into_iter()
+                .map(|t| (t, None))
+                .collect(),
         };
         let mut timeline = Timeline::new(self.voice.sample_rate());
         let mut records = Vec::new();
-        // The stages work on one turn at a time: a turn decided while the previous one is still
-        // being answered waits, and that wait counts in its `asr_final` (turn end → transcript).
         let mut busy_until_ms = 0.0f64;
-        for turn in turns {
+        for (turn, streamed) in turns {
             let number = records.len() + 1;
             let mut rec = TurnRecord {
                 schema: SCHEMA_VERSION,
@@ -185,16 +206,28 @@ impl Pipeline {
                 ..TurnRecord::default()
             };
             rec.spans.endpoint = turn.decided_ms() - turn.speech_end_ms();
-            let begin_ms = turn.decided_ms().max(busy_until_ms);
-
-            let t = Instant::now();
-            let transcript = {
-                let _span = tracing::info_span!("asr_final", turn = number).entered();
-                self.asr
-                    .transcribe(&heard.samples[turn.audio_start..turn.decided_at])
+            let transcript = match streamed {
+                Some(h) => {
+                    // Recognition ran while the user spoke; a machine still busy with the last
+                    // reply when the final decode began would have started it later.
+                    let ready_ms = h.final_started_ms.max(busy_until_ms) + h.final_spent_ms;
+                    rec.spans.asr_final = (ready_ms - turn.decided_ms()).max(0.0);
+                    busy_until_ms = busy_until_ms.max(ready_ms).max(turn.decided_ms());
+                    Ok(h.transcript)
+                }
+                None => {
+                    let begin_ms = turn.decided_ms().max(busy_until_ms);
+                    let t = Instant::now();
+                    let transcript = {
+                        let _span = tracing::info_span!("asr_final", turn = number).entered();
+                        self.asr
+                            .transcribe(&heard.samples[turn.audio_start..turn.decided_at])
+                    };
+                    rec.spans.asr_final = (begin_ms - turn.decided_ms()) + ms_since(t);
+                    busy_until_ms = turn.decided_ms() + rec.spans.asr_final;
+                    transcript
+                }
             };
-            rec.spans.asr_final = (begin_ms - turn.decided_ms()) + ms_since(t);
-            busy_until_ms = turn.decided_ms() + rec.spans.asr_final;
             let transcript = match transcript {
                 Ok(t) => t,
                 Err(e) => {

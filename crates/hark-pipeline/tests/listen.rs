@@ -1,0 +1,179 @@
+//! The listener on real models: turns end where a person would end them, the final transcript
+//! is there when the turn ends, and noise does not stop it hearing speech.
+
+use std::path::PathBuf;
+
+use hark_asr::{AsrConfig, Transcriber};
+use hark_audio::{resample, SileroVad, TurnConfig, TurnDetector};
+use hark_core::wer::wer;
+use hark_core::ASR_SAMPLE_RATE;
+use hark_pipeline::listen::{listen, HeardTurn, ListenConfig};
+
+fn models() -> PathBuf {
+    std::env::var_os("HARK_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+struct Ears {
+    detector: TurnDetector,
+    asr: Transcriber,
+}
+
+/// One test at a time: each decodes with all cores, and the listener's decisions depend on how
+/// soon a transcript is ready.
+static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ears() -> Ears {
+    let m = models();
+    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `hark models fetch`",
+        lib.display()
+    );
+    hark_core::onnx::init(&lib).unwrap();
+    Ears {
+        detector: TurnDetector::new(
+            SileroVad::load(&m.join("silero-vad/silero_vad.onnx")).unwrap(),
+            TurnConfig::default(),
+        ),
+        asr: Transcriber::load(
+            &m.join("whisper-tiny.en/ggml-tiny.en.bin"),
+            AsrConfig::default(),
+        )
+        .unwrap(),
+    }
+}
+
+impl Ears {
+    fn listen(&mut self, audio: &[f32], cfg: &ListenConfig) -> Vec<HeardTurn> {
+        let probs = self.detector.probabilities(audio).unwrap();
+        listen(&probs, audio, &mut self.asr, &TurnConfig::default(), cfg).unwrap()
+    }
+}
+
+/// "go forward ten meters", 16 kHz, from pocketsphinx-testdata.
+fn goforward() -> Vec<f32> {
+    let bytes = std::fs::read(models().join("testdata/pocketsphinx/goforward.raw")).unwrap();
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+fn silence(ms: usize) -> Vec<f32> {
+    vec![0.0; ms * 16]
+}
+
+/// Synthesised speech (Piper, the joe voice) at 16 kHz.
+fn say(text: &str) -> Vec<f32> {
+    let m = models();
+    let mut voice = hark_tts::Voice::load(
+        &m.join("piper-joe/en_US-joe-medium.onnx"),
+        &m.join("piper-joe/en_US-joe-medium.onnx.json"),
+        &m.join("espeak/espeak-ng-data"),
+        2,
+    )
+    .unwrap();
+    let audio = voice.synthesize(text).unwrap();
+    resample(&audio, ASR_SAMPLE_RATE).unwrap().samples
+}
+
+#[test]
+fn the_final_transcript_is_ready_when_the_turn_ends() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let audio = [silence(300), goforward(), silence(1500)].concat();
+    let turns = ears.listen(&audio, &ListenConfig::default());
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let t = &turns[0];
+    assert_eq!(t.transcript.text, "Go forward 10 meters.");
+    // Decoded when the silence began, before the turn was decided, and the turn was decided
+    // with it: nothing is left to decode at the turn end. (How soon is `hark bench asr`'s.)
+    assert!(t.final_started_ms < t.turn.decided_ms(), "{t:?}");
+    assert!(t.final_started_ms >= t.turn.speech_end_ms(), "{t:?}");
+    assert_eq!(t.asr_final_ms, 0.0, "{t:?}");
+}
+
+#[test]
+fn a_pause_after_an_unfinished_phrase_does_not_end_the_turn() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let first = say("I would like to go to the");
+    let audio = [
+        silence(300),
+        first.clone(),
+        silence(700),
+        say("railway station, please."),
+        silence(1500),
+    ]
+    .concat();
+    let turns = ears.listen(&audio, &ListenConfig::default());
+    assert_eq!(turns.len(), 1, "the pause cut the turn: {turns:?}");
+    let text = &turns[0].transcript.text;
+    assert!(
+        wer("i would like to go to the railway station please", text) <= 0.2,
+        "{text:?}"
+    );
+    // The fixed 500 ms silence alone would have cut it in two.
+    let probs = ears.detector.probabilities(&audio).unwrap();
+    let fixed = hark_audio::turns::segment(&probs, &audio, &TurnConfig::default());
+    assert_eq!(fixed.len(), 2, "{fixed:?}");
+}
+
+#[test]
+fn speech_in_white_noise_is_still_heard() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let speech = [silence(300), goforward(), silence(1500)].concat();
+    let power = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let speech_power = power(&goforward());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let unit_noise: Vec<f32> = (0..speech.len()).map(|_| noise()).collect();
+    let unit_power = power(&unit_noise);
+    for (snr_db, max_wer) in [(10.0f32, 0.25), (0.0, 0.75)] {
+        let gain = (speech_power / unit_power / 10f32.powf(snr_db / 10.0)).sqrt();
+        let noisy: Vec<f32> = speech
+            .iter()
+            .zip(&unit_noise)
+            .map(|(s, n)| s + gain * n)
+            .collect();
+        let turns = ears.listen(&noisy, &ListenConfig::default());
+        let text: Vec<&str> = turns.iter().map(|t| t.transcript.text.as_str()).collect();
+        let error = wer("go forward ten meters", &text.join(" "));
+        eprintln!("{snr_db} dB SNR: {text:?}, WER {error:.2}");
+        assert!(
+            error <= max_wer,
+            "{snr_db} dB SNR: {text:?} (WER {error:.2})"
+        );
+    }
+}
+
+#[test]
+fn partials_commit_words_before_the_turn_ends() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let audio = [silence(300), goforward(), silence(1500)].concat();
+    let cfg = ListenConfig {
+        partials: true,
+        ..ListenConfig::default()
+    };
+    let turns = ears.listen(&audio, &cfg);
+    assert_eq!(turns.len(), 1);
+    let t = &turns[0];
+    assert!(t.partials.len() >= 2, "{:?}", t.partials);
+    // Partials are ordered in time, none arrives after the turn was decided, and the stable
+    // prefix only grows.
+    for pair in t.partials.windows(2) {
+        assert!(pair[0].ready_ms <= pair[1].ready_ms);
+        assert!(pair[1].stable.starts_with(&pair[0].stable), "{pair:?}");
+    }
+    assert!(t.partials.iter().all(|p| p.ready_ms <= t.turn.decided_ms()));
+}
