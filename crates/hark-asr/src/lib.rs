@@ -145,6 +145,22 @@ impl Transcriber {
         if is_silent(samples) {
             return Ok(Transcript::default());
         }
+        if samples.len() > MAX_PIECE {
+            // Longer than Whisper's window: decode it piece by piece, cut at pauses.
+            let mut text = Vec::new();
+            let mut no_speech_prob = 0f32;
+            for piece in pieces(samples) {
+                let t = self.transcribe_with(&samples[piece], window, threads)?;
+                no_speech_prob = no_speech_prob.max(t.no_speech_prob);
+                if !t.text.is_empty() {
+                    text.push(t.text);
+                }
+            }
+            return Ok(Transcript {
+                text: text.join(" "),
+                no_speech_prob,
+            });
+        }
         let padded;
         let audio = if samples.len() < MIN_SAMPLES {
             padded = [samples, &vec![0.0; MIN_SAMPLES - samples.len()]].concat();
@@ -275,6 +291,33 @@ impl Transcriber {
     }
 }
 
+/// The longest piece decoded at once (Whisper's window is 30 s), and the shortest a long
+/// utterance is cut into, in samples at 16 kHz.
+const MAX_PIECE: usize = 28 * 16_000;
+const MIN_PIECE: usize = 18 * 16_000;
+
+/// Ranges of at most [`MAX_PIECE`] covering `samples`, each cut in the quietest 100 ms between
+/// [`MIN_PIECE`] and [`MAX_PIECE`] after its start: a pause between words, where one is.
+fn pieces(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
+    const FRAME: usize = 1_600;
+    const STEP: usize = 160;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while samples.len() - start > MAX_PIECE {
+        let (lo, hi) = (start + MIN_PIECE, start + MAX_PIECE - FRAME);
+        let energy = |at: usize| samples[at..at + FRAME].iter().map(|v| v * v).sum::<f32>();
+        let quietest = (lo..hi)
+            .step_by(STEP)
+            .min_by(|&a, &b| energy(a).total_cmp(&energy(b)))
+            .unwrap_or(lo);
+        let cut = quietest + FRAME / 2;
+        out.push(start..cut);
+        start = cut;
+    }
+    out.push(start..samples.len());
+    out
+}
+
 /// Below this RMS (-60 dBFS) there is nothing to hear; Whisper would only invent ("you").
 const SILENCE_RMS: f64 = 1e-3;
 
@@ -352,6 +395,35 @@ pub fn is_invented(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{is_invented, repeats_itself, strip_annotations};
+
+    #[test]
+    fn long_audio_is_cut_at_its_quietest_moments_into_whole_windows() {
+        // 70 s of tone with a short pause every 5 s.
+        let audio: Vec<f32> = (0..70 * 16_000)
+            .map(|i| {
+                if i % 80_000 < 1_600 {
+                    0.0
+                } else {
+                    (i as f32 * 0.1).sin() * 0.3
+                }
+            })
+            .collect();
+        let ps = super::pieces(&audio);
+        assert!(ps.len() >= 3);
+        assert_eq!(ps[0].start, 0);
+        assert_eq!(ps.last().unwrap().end, audio.len());
+        for pair in ps.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        for p in &ps {
+            assert!(p.len() <= super::MAX_PIECE);
+            // Every cut falls in a pause.
+            if p.end < audio.len() {
+                assert!(p.end % 80_000 < 1_600, "cut at {}", p.end);
+            }
+        }
+        assert_eq!(super::pieces(&audio[..16_000]), vec![0..16_000]);
+    }
 
     #[test]
     fn runaway_decodes_are_recognised() {

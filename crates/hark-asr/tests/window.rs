@@ -57,3 +57,72 @@ fn a_runaway_short_window_falls_back_to_the_full_window() {
     assert!(!hark_asr::repeats_itself(&text), "{text:?}");
     assert_eq!(text, "Go forward 10 meters.");
 }
+
+fn testdata() -> PathBuf {
+    std::env::var_os("HARK_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models"))
+        .join("testdata/pocketsphinx")
+}
+
+fn wav16k(path: &std::path::Path) -> Vec<f32> {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    reader
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect()
+}
+
+fn raw16k(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+/// Whisper sees 30 s at a time: a longer utterance must be decoded window after window, not cut
+/// at 30 s.
+#[test]
+fn an_utterance_longer_than_30_seconds_is_heard_to_its_end() {
+    let dir = testdata();
+    let gap = vec![0f32; 3_200];
+    let mut audio = Vec::new();
+    let mut reference = String::new();
+    for (id, text) in [
+        ("0870", "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them"),
+        ("0880", "he was not an ill disposed young man"),
+        ("0890", "unless to be rather cold hearted and rather selfish is to be ill disposed"),
+        ("0920", "had he married a more amiable woman he might have been made still more respectable than he was"),
+        ("0930", "he might even have been made amiable himself"),
+    ] {
+        audio.extend(wav16k(
+            &dir.join(format!("librivox/sense_and_sensibility_01_austen_64kb-{id}.wav")),
+        ));
+        audio.extend(&gap);
+        reference += text;
+        reference += " ";
+    }
+    for (raw, text) in [
+        ("goforward", "go forward ten meters"),
+        ("something", "go somewhere and do something"),
+    ] {
+        audio.extend(raw16k(&dir.join(format!("{raw}.raw"))));
+        audio.extend(&gap);
+        reference += text;
+        reference += " ";
+    }
+    assert!(audio.len() > 30 * 16_000, "{} s", audio.len() / 16_000);
+    let text = transcriber(hark_asr::DEFAULT_WINDOW)
+        .transcribe(&audio)
+        .unwrap()
+        .text;
+    let error = hark_core::wer::wer(&reference, &text);
+    eprintln!("{} s: {text:?} (WER {error:.2})", audio.len() / 16_000);
+    assert!(error < 0.05, "WER {error}: {text:?}");
+    assert!(
+        text.to_lowercase().contains("something"),
+        "cut before the end: {text:?}"
+    );
+}

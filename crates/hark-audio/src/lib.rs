@@ -1,10 +1,13 @@
-//! Audio for Hark: WAV in and out, resampling, and voice activity / turn detection.
+//! Audio for Hark: WAV in and out, resampling, noise suppression, and voice activity / turn
+//! detection.
 
+pub mod denoise;
 pub mod resample;
 pub mod turns;
 pub mod vad;
 pub mod wav;
 
+pub use denoise::denoise;
 pub use resample::resample;
 pub use turns::{Turn, TurnConfig, TurnDetector};
 pub use vad::SileroVad;

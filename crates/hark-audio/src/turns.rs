@@ -4,7 +4,7 @@
 use hark_core::audio::{ms_to_samples, samples_to_ms};
 use hark_core::ASR_SAMPLE_RATE;
 
-use crate::vad::{SileroVad, WINDOW};
+use crate::vad::{SileroVad, WebRtcGate, WINDOW};
 use crate::AudioError;
 
 /// Thresholds of the turn detector.
@@ -20,6 +20,11 @@ pub struct TurnConfig {
     pub min_speech_ms: f64,
     /// Audio kept before the detected start so the first syllable is never cut, ms.
     pub pre_roll_ms: f64,
+    /// webrtc-vad as a first gate in front of Silero: its aggressiveness (0-3; 0 hears voice in
+    /// the most audio), or `None` to run Silero on every window.
+    pub gate_mode: Option<u8>,
+    /// How long the gate must hear no voice before Silero stops running, ms.
+    pub gate_hangover_ms: f64,
 }
 
 impl Default for TurnConfig {
@@ -30,6 +35,8 @@ impl Default for TurnConfig {
             end_silence_ms: 500.0,
             min_speech_ms: 250.0,
             pre_roll_ms: 200.0,
+            gate_mode: Some(0),
+            gate_hangover_ms: 320.0,
         }
     }
 }
@@ -62,25 +69,78 @@ impl Turn {
 /// Finds turns in 16 kHz audio, window by window, as a live listener would.
 pub struct TurnDetector {
     vad: SileroVad,
+    gate: Option<WebRtcGate>,
     config: TurnConfig,
+    /// Windows Silero ran on, of all windows, in the last [`Self::probabilities`].
+    silero_windows: (usize, usize),
 }
 
 impl TurnDetector {
     pub fn new(vad: SileroVad, config: TurnConfig) -> Self {
-        TurnDetector { vad, config }
+        TurnDetector {
+            vad,
+            gate: config.gate_mode.map(WebRtcGate::new),
+            config,
+            silero_windows: (0, 0),
+        }
     }
 
     pub fn config(&self) -> &TurnConfig {
         &self.config
     }
 
-    /// Speech probability of each 32 ms window of `samples`.
+    /// Speech probability of each 32 ms window of `samples`: Silero's, or 0 where the webrtc
+    /// gate has heard no voice for longer than its hangover (Silero then starts afresh when
+    /// voice comes back).
     pub fn probabilities(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
         self.vad.reset();
-        samples
-            .chunks(WINDOW)
-            .map(|w| self.vad.process(w))
-            .collect()
+        let hangover =
+            ms_to_samples(self.config.gate_hangover_ms, ASR_SAMPLE_RATE).div_ceil(WINDOW);
+        let mut quiet = hangover + 1;
+        let mut ran = 0;
+        let mut probs = Vec::with_capacity(samples.len().div_ceil(WINDOW));
+        if let Some(gate) = self.gate.as_mut() {
+            gate.reset();
+        }
+        // Windows Silero hears before the first one the gate lets through again, so its state
+        // is what it would have been had it run all along (near enough: its memory is short).
+        const WARM_UP: usize = 4;
+        for (i, w) in samples.chunks(WINDOW).enumerate() {
+            if let Some(gate) = self.gate.as_mut() {
+                let was_closed = quiet > hangover;
+                if gate.hears_voice(w) {
+                    quiet = 0;
+                } else {
+                    quiet += 1;
+                }
+                if quiet > hangover {
+                    probs.push(0.0);
+                    continue;
+                }
+                if was_closed {
+                    self.vad.reset();
+                    for back in samples[..i * WINDOW]
+                        .chunks(WINDOW)
+                        .rev()
+                        .take(WARM_UP)
+                        .rev()
+                    {
+                        self.vad.process(back)?;
+                        ran += 1;
+                    }
+                }
+            }
+            ran += 1;
+            probs.push(self.vad.process(w)?);
+        }
+        self.silero_windows = (ran, probs.len());
+        Ok(probs)
+    }
+
+    /// Windows Silero ran on and all windows, in the last [`Self::probabilities`] (the webrtc
+    /// gate's saving).
+    pub fn silero_windows(&self) -> (usize, usize) {
+        self.silero_windows
     }
 
     /// Every turn in `samples` (16 kHz mono). A turn still open at the end of the input ends

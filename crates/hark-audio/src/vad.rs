@@ -81,3 +81,53 @@ impl SileroVad {
         Ok(if p.is_finite() { p } else { 0.0 })
     }
 }
+
+/// webrtc-vad (the WebRTC GMM detector, microseconds per frame) as a cheap first gate in front
+/// of Silero: after the gate has heard no voice for a while, Silero is not run at all.
+pub struct WebRtcGate {
+    vad: webrtc_vad::Vad,
+    mode: u8,
+    frame: Vec<i16>,
+}
+
+// SAFETY: the detector is plain C state owned by this value alone (no thread-local or shared
+// state in libfvad), so it may move between threads.
+unsafe impl Send for WebRtcGate {}
+
+/// Samples webrtc-vad looks at per Silero window: 30 ms of its 32.
+const GATE_FRAME: usize = 480;
+
+impl WebRtcGate {
+    /// `mode` 0 (least aggressive: hears voice in the most audio, the safest gate) to 3.
+    pub fn new(mode: u8) -> Self {
+        let vad_mode = match mode {
+            0 => webrtc_vad::VadMode::Quality,
+            1 => webrtc_vad::VadMode::LowBitrate,
+            2 => webrtc_vad::VadMode::Aggressive,
+            _ => webrtc_vad::VadMode::VeryAggressive,
+        };
+        WebRtcGate {
+            vad: webrtc_vad::Vad::new_with_rate_and_mode(
+                webrtc_vad::SampleRate::Rate16kHz,
+                vad_mode,
+            ),
+            mode,
+            frame: vec![0; GATE_FRAME],
+        }
+    }
+
+    pub fn reset(&mut self) {
+        *self = WebRtcGate::new(self.mode);
+    }
+
+    /// Whether the first 30 ms of a Silero window may hold voice.
+    pub fn hears_voice(&mut self, window: &[f32]) -> bool {
+        for (i, f) in self.frame.iter_mut().enumerate() {
+            *f = window
+                .get(i)
+                .map_or(0, |s| (s * 32767.0).clamp(-32768.0, 32767.0) as i16);
+        }
+        // An error (impossible for a 30 ms frame at 16 kHz) lets the audio through.
+        self.vad.is_voice_segment(&self.frame).unwrap_or(true)
+    }
+}

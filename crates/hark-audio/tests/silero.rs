@@ -97,3 +97,45 @@ fn a_damaged_model_is_an_error() {
         .to_string()
         .contains("vad.onnx"));
 }
+
+/// The webrtc gate spares Silero the silence and changes no turn.
+#[test]
+fn the_webrtc_gate_skips_silence_and_keeps_the_turns() {
+    let (a, b) = (raw("goforward.raw"), raw("something.raw"));
+    let input = [
+        vec![0.0; 32_000],
+        a,
+        vec![0.0; 24_000],
+        b,
+        vec![0.0; 32_000],
+    ]
+    .concat();
+    let mut gated = detector();
+    let mut ungated = {
+        let m = models();
+        TurnDetector::new(
+            SileroVad::load(&m.join("silero-vad/silero_vad.onnx")).unwrap(),
+            TurnConfig {
+                gate_mode: None,
+                ..TurnConfig::default()
+            },
+        )
+    };
+    let with_gate = gated.detect(&input).unwrap();
+    let without = ungated.detect(&input).unwrap();
+    assert_eq!(with_gate.len(), 2);
+    for (g, u) in with_gate.iter().zip(&without) {
+        assert!(
+            g.speech_start.abs_diff(u.speech_start) <= 2 * 512,
+            "{g:?} vs {u:?}"
+        );
+        assert!(
+            g.speech_end.abs_diff(u.speech_end) <= 2 * 512,
+            "{g:?} vs {u:?}"
+        );
+    }
+    let (ran, all) = gated.silero_windows();
+    assert_eq!(ungated.silero_windows(), (all, all));
+    // Over half the input is silence; Silero must have been spared most of it.
+    assert!(ran * 10 < all * 7, "Silero ran on {ran} of {all} windows");
+}

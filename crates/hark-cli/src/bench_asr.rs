@@ -26,9 +26,30 @@ pub struct AsrBenchArgs {
     /// The streaming final decode's window: seconds of margin after the audio, or `full`.
     #[arg(long, default_value = "8", value_parser = crate::run_cmd::parse_asr_window)]
     window: EncoderWindow,
+    /// Also measure streaming WER with white noise added at 10 dB and 0 dB SNR, with and
+    /// without noise suppression (`hark run --denoise`).
+    #[arg(long)]
+    noise: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// White noise scaled to `snr_db` below the power of `speech`, added to `audio` (a fixed seed,
+/// so runs compare).
+fn add_noise(audio: &[f32], speech: &[f32], snr_db: f64) -> Vec<f32> {
+    let power = |x: &[f32]| x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len().max(1) as f64;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let unit: Vec<f32> = (0..audio.len())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let gain = (power(speech) / power(&unit) / 10f64.powf(snr_db / 10.0)).sqrt() as f32;
+    audio.iter().zip(&unit).map(|(a, n)| a + gain * n).collect()
 }
 
 /// One recording and what was said in it.
@@ -148,6 +169,8 @@ struct Row {
     endpoint_ms: f64,
     partials: usize,
     partial_rtf: f64,
+    /// Streaming transcripts in noise: (SNR dB, denoised, text).
+    noisy: Vec<(f64, bool, String)>,
 }
 
 pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
@@ -192,12 +215,16 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
     asr.transcribe(&AudioBuffer::silence(1000.0, ASR_SAMPLE_RATE).samples)?; // warm-up
 
     let mut rows = Vec::new();
+    let (mut silero_ran, mut windows) = (0, 0);
     for item in &items {
         // Quiet lead-in and a second of silence after, so the turn ends by silence.
         let mut audio = vec![0f32; 4_800];
         audio.extend(&item.audio);
         audio.extend(vec![0f32; 16_000]);
         let probs = detector.probabilities(&audio)?;
+        let (ran, all) = detector.silero_windows();
+        silero_ran += ran;
+        windows += all;
 
         // Whole utterance: each turn decoded once it is over (the sequential baseline).
         let mut whole_text = Vec::new();
@@ -217,7 +244,30 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
             .map(|h| h.turn.speech_end_ms() - h.turn.speech_start_ms())
             .sum();
         let partial_ms: f64 = heard.iter().map(|h| h.decode_ms - h.final_spent_ms).sum();
+        let mut noisy = Vec::new();
+        if args.noise {
+            let quick = ListenConfig {
+                partials: false,
+                ..listen_cfg
+            };
+            for snr_db in [10.0, 0.0] {
+                let with_noise = add_noise(&audio, &item.audio, snr_db);
+                for denoised in [false, true] {
+                    let input = if denoised {
+                        hark_audio::denoise(&with_noise)?
+                    } else {
+                        with_noise.clone()
+                    };
+                    let probs = detector.probabilities(&input)?;
+                    let heard = listen(&probs, &input, &mut asr, detector.config(), &quick)?;
+                    let text: Vec<&str> =
+                        heard.iter().map(|h| h.transcript.text.as_str()).collect();
+                    noisy.push((snr_db, denoised, text.join(" ")));
+                }
+            }
+        }
         rows.push(Row {
+            noisy,
             name: item.name.clone(),
             kind: item.kind,
             reference: item.reference.clone(),
@@ -238,10 +288,27 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
             },
         });
     }
-    report(&args, &rows)
+    report(&args, &rows, (silero_ran, windows))
 }
 
-fn report(args: &AsrBenchArgs, rows: &[Row]) -> Result<()> {
+fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<()> {
+    // Streaming WER in each noise condition, in the order they were run.
+    let conditions: Vec<(f64, bool)> = rows
+        .first()
+        .map(|r| r.noisy.iter().map(|(snr, d, _)| (*snr, *d)).collect())
+        .unwrap_or_default();
+    let noisy_wer: Vec<(f64, bool, f64)> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, &(snr, d))| {
+            let w = corpus_wer(
+                rows.iter()
+                    .map(|r| (r.reference.as_str(), r.noisy[i].2.as_str())),
+            );
+            (snr, d, w)
+        })
+        .collect();
+    let silero_share = silero.0 as f64 / silero.1.max(1) as f64;
     let wer_of = |kind: Option<&str>, streaming: bool| {
         corpus_wer(
             rows.iter()
@@ -277,6 +344,8 @@ fn report(args: &AsrBenchArgs, rows: &[Row]) -> Result<()> {
             "final_ms_p90": {"whole": percentile(whole_final, 0.9), "streaming": percentile(stream_final, 0.9)},
             "endpoint_ms_p50": median(endpoint),
             "partial_rtf_p50": median(rtf),
+            "silero_window_share": silero_share,
+            "noise": noisy_wer.iter().map(|(snr, d, w)| json!({"snr_db": snr, "denoise": d, "wer": w})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -327,5 +396,22 @@ fn report(args: &AsrBenchArgs, rows: &[Row]) -> Result<()> {
         median(endpoint),
         median(rtf),
     )?;
+    writeln!(
+        out,
+        "Silero ran on {:.0} % of the 32 ms windows (the webrtc-vad gate skipped the rest)",
+        100.0 * silero_share
+    )?;
+    for (snr, denoised, w) in &noisy_wer {
+        writeln!(
+            out,
+            "white noise at {snr:>2} dB SNR{}: streaming WER {:.1} %",
+            if *denoised {
+                ", denoised"
+            } else {
+                "          "
+            },
+            100.0 * w
+        )?;
+    }
     Ok(())
 }

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
     #[arg(long, default_value_t = 1000.0, value_name = "MS")]
     unfinished_silence_ms: f64,
+    /// Suppress background noise (RNNoise) before listening; helps in steady noise, costs a
+    /// little on clean speech (see `hark bench asr --noise`).
+    #[arg(long)]
+    denoise: bool,
     /// Recognise each turn only after it has ended (the sequential baseline) instead of while
     /// it is spoken.
     #[arg(long)]
@@ -211,6 +215,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
+    config.denoise = args.denoise;
     let window = args.asr_window.unwrap_or(hark_pipeline::FITTED_WINDOW);
     config.asr_window = window;
     config.listen = (!args.sequential_asr).then_some(ListenConfig {

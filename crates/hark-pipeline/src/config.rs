@@ -45,6 +45,8 @@ pub struct PipelineConfig {
     /// Streaming recognition and transcript-aware turn ends ([`crate::listen`]); `None`: the
     /// sequential baseline, which waits for the turn end and then decodes the whole turn.
     pub listen: Option<ListenConfig>,
+    /// Suppress noise (RNNoise) before voice activity detection and recognition.
+    pub denoise: bool,
 }
 
 /// Short answers in a speaking style: a voice reply is listened to, not read.
@@ -68,6 +70,7 @@ impl PipelineConfig {
             turn: TurnConfig::default(),
             asr_window: hark_asr::DEFAULT_WINDOW,
             listen: Some(ListenConfig::default()),
+            denoise: false,
         }
     }
 }

@@ -166,9 +166,18 @@ impl Pipeline {
         mut on_turn: impl FnMut(&TurnRecord),
     ) -> Result<Conversation, PipelineError> {
         let heard = resample(input, ASR_SAMPLE_RATE)?;
+        // What the stages listen to; the conversation keeps the input as it was.
+        let cleaned;
+        let listened_to = if self.config.denoise {
+            let _span = tracing::info_span!("denoise").entered();
+            cleaned = hark_audio::denoise(&heard.samples)?;
+            &cleaned
+        } else {
+            &heard.samples
+        };
         let probs = {
             let _span = tracing::info_span!("vad").entered();
-            self.turns.probabilities(&heard.samples)?
+            self.turns.probabilities(listened_to)?
         };
         // Streaming: turns and transcripts come from the listener, which ran recognition on
         // the sample clock as the audio arrived. Sequential: turns first, recognition after.
@@ -177,7 +186,7 @@ impl Pipeline {
                 let _span = tracing::info_span!("listen").entered();
                 Some(listen::listen(
                     &probs,
-                    &heard.samples,
+                    listened_to,
                     &mut self.asr,
                     &self.config.turn,
                     cfg,
@@ -187,7 +196,7 @@ impl Pipeline {
         };
         let turns: Vec<(Turn, Option<listen::HeardTurn>)> = match listened {
             Some(heard_turns) => heard_turns.into_iter().map(|h| (h.turn, Some(h))).collect(),
-            None => hark_audio::turns::segment(&probs, &heard.samples, self.turns.config())
+            None => hark_audio::turns::segment(&probs, listened_to, self.turns.config())
                 .into_iter()
                 .map(|t| (t, None))
                 .collect(),
@@ -221,7 +230,7 @@ impl Pipeline {
                     let transcript = {
                         let _span = tracing::info_span!("asr_final", turn = number).entered();
                         self.asr
-                            .transcribe(&heard.samples[turn.audio_start..turn.decided_at])
+                            .transcribe(&listened_to[turn.audio_start..turn.decided_at])
                     };
                     rec.spans.asr_final = (begin_ms - turn.decided_ms()) + ms_since(t);
                     busy_until_ms = turn.decided_ms() + rec.spans.asr_final;
