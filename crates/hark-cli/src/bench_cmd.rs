@@ -32,6 +32,10 @@ enum BenchWhat {
     /// (pocketsphinx-testdata: `hark models fetch --set test`) and espeak-ng questions: WER,
     /// final-transcript delay after the turn end, endpoint delay, partials' real-time factor.
     Asr(crate::bench_asr::AsrBenchArgs),
+    /// Speech synthesis: time to first audio for short and long replies, real-time factor,
+    /// barge-in latency and a cached phrase; and the PyPI `piper-tts` engine (installed by
+    /// scripts/setup-peers) on the same voice, texts and threads, with ratios.
+    Tts(crate::bench_tts::TtsBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +80,7 @@ pub fn run(args: BenchArgs, store: &ModelStore) -> Result<()> {
     match args.what {
         BenchWhat::Llm(a) => bench_llm(a, store),
         BenchWhat::Asr(a) => crate::bench_asr::bench_asr(a, store),
+        BenchWhat::Tts(a) => crate::bench_tts::bench_tts(a, store),
     }
 }
 
@@ -361,14 +366,17 @@ pub fn peer_python(explicit: Option<&Path>) -> Result<PathBuf> {
     if venv.is_file() {
         return Ok(venv);
     }
-    bail!("llama-cpp-python is not installed: run scripts/setup-peers (or pass --peer-python)")
+    bail!("the peer engines are not installed: run scripts/setup-peers (or pass --peer-python)")
 }
 
-/// Runs the embedded peer script with `request`, returning its JSON answer.
-pub fn call_peer(python: &Path, request: &Value) -> Result<Value> {
-    let script =
-        std::env::temp_dir().join(format!("hark-llama-cpp-peer-{}.py", std::process::id()));
-    std::fs::write(&script, LLAMA_CPP_PEER).context("writing the peer script")?;
+/// Runs an embedded peer script (`source`) with `request`, returning its JSON answer.
+pub fn call_peer(python: &Path, source: &str, request: &Value) -> Result<Value> {
+    let script = std::env::temp_dir().join(format!(
+        "hark-peer-{}-{:x}.py",
+        std::process::id(),
+        source.len()
+    ));
+    std::fs::write(&script, source).context("writing the peer script")?;
     let mut child = Command::new(python)
         .arg(&script)
         .stdin(Stdio::piped())
@@ -385,7 +393,7 @@ pub fn call_peer(python: &Path, request: &Value) -> Result<Value> {
         let err = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
         bail!(
-            "the llama.cpp peer failed ({}): {}",
+            "the peer failed ({}): {}",
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
@@ -397,6 +405,7 @@ fn run_peer(args: &LlmBenchArgs, model: &Path, prompt: &[u32]) -> Result<PeerFig
     let python = peer_python(args.peer_python.as_deref())?;
     let answer = call_peer(
         &python,
+        LLAMA_CPP_PEER,
         &json!({
             "mode": "bench",
             "model": model.display().to_string(),

@@ -2,6 +2,7 @@
 
 mod bench_asr;
 mod bench_cmd;
+mod bench_tts;
 mod models_cmd;
 mod report_cmd;
 mod run_cmd;

@@ -16,6 +16,7 @@ use hark_audio::{resample, SileroVad, Turn, TurnDetector};
 use hark_core::{AudioBuffer, EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
 use hark_llm::chat::chatml_prompt;
 use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason};
+use hark_tts::text::Chunker;
 use hark_tts::Voice;
 
 pub use config::{ModelPaths, PipelineConfig};
@@ -118,6 +119,7 @@ impl Pipeline {
         let prefix = self.prompt_tokens(&[])?;
         self.session.sync(&prefix)?;
         self.voice.synthesize("Hello.")?;
+        self.voice.warm_phrases(&hark_tts::ACKNOWLEDGEMENTS)?;
         Ok(())
     }
 
@@ -301,6 +303,10 @@ impl Pipeline {
         result
     }
 
+    /// Generates the reply and speaks it as it is generated: each chunk the chunker completes
+    /// (the first clause, then sentences) is synthesised at once, between tokens, so the first
+    /// audio is ready long before the reply is finished. Compute stays sequential (generation
+    /// waits while a chunk is synthesised), so every span is a measured time.
     fn reply(&mut self, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
         // The LLM's clock starts before the prompt is built and tokenised: that is its work too.
         let started = Instant::now();
@@ -313,25 +319,49 @@ impl Pipeline {
         let max_sentences = self.config.max_reply_sentences;
         let mut reply = String::new();
         let prompt_ms = ms_since(started);
-        let generation = {
+        let cancel = hark_tts::Cancel::new()?;
+        let mut chunker = Chunker::new();
+        let mut spoken = SpokenReply::default();
+        let voice = &mut self.voice;
+        let mut generation = {
             let _span = tracing::info_span!("llm", turn = rec.turn).entered();
             self.session.generate(&prompt, &params, |piece| {
                 reply.push_str(piece);
                 // A spoken answer stays short: stop once enough sentences are complete.
-                max_sentences == 0 || complete_sentences(&reply).len() < max_sentences
+                let more = max_sentences == 0 || complete_sentences(&reply).len() < max_sentences;
+                for chunk in chunker.push(piece) {
+                    spoken.speak(voice, &chunk, started, &cancel);
+                }
+                more
             })?
         };
+        // The engine's figures are its own: take out the synthesis done between its tokens.
+        generation.decode_ms = (generation.decode_ms - spoken.synthesis_ms()).max(0.0);
         let reply_text = match generation.stop {
             StopReason::Cancelled => {
                 let sentences = complete_sentences(&generation.text);
                 sentences[..max_sentences.min(sentences.len())].join(" ")
             }
-            _ => generation.text.trim().to_string(),
+            _ => {
+                // The tail the chunker still holds is the reply's last words.
+                if let Some(rest) = chunker.finish() {
+                    spoken.speak(voice, &rest, started, &cancel);
+                }
+                generation.text.trim().to_string()
+            }
         };
-        // Today the whole reply is generated before synthesis starts, so `first_clause` runs to
-        // the end of generation and `tts_first_audio` covers the whole synthesis.
+        if let Some(e) = spoken.error.take() {
+            return Err(e.into());
+        }
+        let Some(first) = spoken.chunks.first() else {
+            return Err(hark_tts::TtsError::Synthesis(format!(
+                "nothing speakable in the reply {reply_text:?}"
+            ))
+            .into());
+        };
         rec.spans.llm_ttft = prompt_ms + generation.ttft_ms;
-        rec.spans.first_clause = generation.decode_ms;
+        rec.spans.first_clause = (first.text_at_ms - rec.spans.llm_ttft).max(0.0);
+        rec.spans.tts_first_audio = first.ready_ms - first.text_at_ms;
         rec.engine = EngineFigures {
             prompt_tokens: generation.prompt_tokens,
             prefill_tokens: generation.prefill_tokens,
@@ -343,23 +373,89 @@ impl Pipeline {
         };
         self.history
             .push(ChatMessage::new(Role::Assistant, reply_text.clone()));
-        rec.reply = reply_text.clone();
-
-        let t = Instant::now();
-        let audio = {
-            let _span = tracing::info_span!("tts_first_audio", turn = rec.turn).entered();
-            self.voice.synthesize(&reply_text)
-        };
-        rec.spans.tts_first_audio = ms_since(t);
-        match audio {
-            Ok(audio) => Ok(audio),
-            Err(e) => {
-                self.history.pop(); // the assistant's reply was never heard
-                Err(e.into())
-            }
-        }
+        rec.reply = reply_text;
+        Ok(spoken.playback(self.voice.sample_rate(), self.voice.sentence_silence))
     }
 }
+
+/// A reply's audio as it was synthesised chunk by chunk.
+#[derive(Default)]
+struct SpokenReply {
+    chunks: Vec<SpokenChunk>,
+    error: Option<hark_tts::TtsError>,
+}
+
+struct SpokenChunk {
+    /// When the chunk's text was complete and when its audio was ready, ms after the reply's
+    /// clock started.
+    text_at_ms: f64,
+    ready_ms: f64,
+    audio: std::sync::Arc<Vec<f32>>,
+    /// Ends a sentence (a longer pause follows) rather than a clause.
+    ends_sentence: bool,
+}
+
+impl SpokenReply {
+    fn speak(
+        &mut self,
+        voice: &mut Voice,
+        chunk: &str,
+        started: Instant,
+        cancel: &hark_tts::Cancel,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let text_at_ms = ms_since(started);
+        let _span = tracing::info_span!("tts_chunk").entered();
+        match voice.speak_chunk(chunk, cancel) {
+            Ok(audio) if audio.is_empty() => {}
+            Ok(audio) => self.chunks.push(SpokenChunk {
+                text_at_ms,
+                ready_ms: ms_since(started),
+                audio,
+                ends_sentence: chunk.trim_end().ends_with(['.', '!', '?']),
+            }),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Time spent synthesising so far, ms.
+    fn synthesis_ms(&self) -> f64 {
+        self.chunks.iter().map(|c| c.ready_ms - c.text_at_ms).sum()
+    }
+
+    /// The reply as it plays from its first chunk's ready time: each chunk after the one before
+    /// (with a pause after a clause or sentence), or when it is ready if that is later (the
+    /// wait is silence in the output, as a listener would hear it).
+    fn playback(&self, rate: u32, sentence_silence: f32) -> AudioBuffer {
+        let per_ms = rate as f64 / 1000.0;
+        let mut out: Vec<f32> = Vec::new();
+        let Some(first) = self.chunks.first() else {
+            return AudioBuffer::new(out, rate);
+        };
+        for (i, c) in self.chunks.iter().enumerate() {
+            if i > 0 {
+                let pause = if self.chunks[i - 1].ends_sentence {
+                    sentence_silence
+                } else {
+                    CLAUSE_SILENCE
+                };
+                out.extend(std::iter::repeat_n(0.0, (pause * rate as f32) as usize));
+                // Not ready yet when its turn to play comes: the listener hears a wait.
+                let due = ((c.ready_ms - first.ready_ms) * per_ms) as usize;
+                if due > out.len() {
+                    out.resize(due, 0.0);
+                }
+            }
+            out.extend_from_slice(&c.audio);
+        }
+        AudioBuffer::new(out, rate)
+    }
+}
+
+/// Pause after a clause chunk ("Sure,"), seconds: the comma's pause, which trimming removed.
+const CLAUSE_SILENCE: f32 = 0.12;
 
 /// The sentences of `text` that are finished: followed by more text, so that "3." in "3.5" or
 /// the "Dr." of "Dr. Smith" is not taken for an end (hark-tts's splitter knows abbreviations).

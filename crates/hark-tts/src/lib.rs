@@ -1,14 +1,18 @@
 //! Speech synthesis with Piper voices: espeak-ng phonemes, then the voice's VITS model on ONNX
 //! Runtime. Synthesis goes sentence by sentence, as Piper does.
 
+pub mod cache;
 mod espeak;
+pub mod normalize;
 pub mod text;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use hark_core::AudioBuffer;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 use serde::Deserialize;
 
@@ -24,6 +28,8 @@ pub enum TtsError {
     Phonemes(String),
     #[error("synthesis failed: {0}")]
     Synthesis(String),
+    #[error("synthesis cancelled")]
+    Cancelled,
     #[error(transparent)]
     Onnx(#[from] hark_core::onnx::OnnxError),
 }
@@ -85,6 +91,33 @@ pub fn trim_silence(audio: &[f32], sample_rate: u32) -> Vec<f32> {
     out
 }
 
+/// Stops a reply's synthesis from another thread (a barge-in): the model run in progress is
+/// terminated (ONNX Runtime checks between operators, so within milliseconds) and no further
+/// chunk starts.
+#[derive(Clone)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    run: Arc<RunOptions>,
+}
+
+impl Cancel {
+    pub fn new() -> Result<Self, TtsError> {
+        Ok(Cancel {
+            flag: Arc::new(AtomicBool::new(false)),
+            run: Arc::new(RunOptions::new().map_err(|e| TtsError::Synthesis(e.to_string()))?),
+        })
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.run.terminate();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
 /// A loaded Piper voice.
 pub struct Voice {
     session: Session,
@@ -92,7 +125,21 @@ pub struct Voice {
     espeak_data: PathBuf,
     /// Silence between sentences, seconds (Piper's default is 0.2).
     pub sentence_silence: f32,
+    cache: cache::PhraseCache,
 }
+
+/// Acknowledgements synthesised at start-up ([`Voice::warm_phrases`]).
+pub const ACKNOWLEDGEMENTS: [&str; 6] = [
+    "Sure.",
+    "Okay.",
+    "Yes.",
+    "No.",
+    "Let me think.",
+    "Sorry, I didn't catch that.",
+];
+
+/// Default bound of the phrase cache: about a minute of 22 kHz audio.
+pub const DEFAULT_CACHE_BYTES: usize = 6 << 20;
 
 impl Voice {
     /// Loads `model` (`.onnx`) with its `config` (`.onnx.json`); `espeak_data` is the
@@ -137,6 +184,7 @@ impl Voice {
             config,
             espeak_data: espeak_parent,
             sentence_silence: 0.2,
+            cache: cache::PhraseCache::new(DEFAULT_CACHE_BYTES),
         })
     }
 
@@ -184,6 +232,11 @@ impl Voice {
 
     /// Audio of one sentence (no silence added).
     pub fn synthesize_sentence(&mut self, sentence: &str) -> Result<Vec<f32>, TtsError> {
+        self.run(sentence, None)
+    }
+
+    /// One sentence through the model, stoppable by `cancel`.
+    fn run(&mut self, sentence: &str, cancel: Option<&Cancel>) -> Result<Vec<f32>, TtsError> {
         let phonemes = self.phonemes(sentence)?;
         if phonemes.trim().is_empty() {
             return Ok(Vec::new());
@@ -200,13 +253,18 @@ impl Voice {
             vec![inf.noise_scale, inf.length_scale, inf.noise_w],
         ))
         .map_err(err)?;
-        let outputs = if self.config.num_speakers > 1 {
-            let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
-            self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid])
-        } else {
-            self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
+        let multi = self.config.num_speakers > 1;
+        let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
+        let outputs = match (cancel, multi) {
+            (Some(c), true) => self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid], &*c.run),
+            (Some(c), false) => self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales], &*c.run),
+            (None, true) => self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid]),
+            (None, false) => self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales]),
+        };
+        if cancel.is_some_and(Cancel::is_cancelled) {
+            return Err(TtsError::Cancelled);
         }
-        .map_err(err)?;
+        let outputs = outputs.map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         let audio: Vec<f32> = audio
             .iter()
@@ -221,9 +279,59 @@ impl Voice {
         Ok(trim_silence(&audio, rate))
     }
 
-    /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences.
+    /// Audio of one chunk of a streamed reply (a clause or a few sentences, as
+    /// [`text::Chunker`] cuts them): markdown dropped, numbers and symbols in words, Piper's pause
+    /// between its sentences, silence trimmed at both ends so chunks join without gaps or clicks.
+    /// From the phrase cache when the chunk was spoken before. `Err(Cancelled)` once `cancel`
+    /// is set, within one model operator.
+    pub fn speak_chunk(&mut self, chunk: &str, cancel: &Cancel) -> Result<Arc<Vec<f32>>, TtsError> {
+        if cancel.is_cancelled() {
+            return Err(TtsError::Cancelled);
+        }
+        if let Some(audio) = self.cache.get(chunk) {
+            return Ok(audio);
+        }
+        let spoken = normalize::normalize(&text::speakable(chunk));
+        let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
+        let mut samples = Vec::new();
+        for sentence in text::sentences(&spoken) {
+            let audio = self.run(&sentence, Some(cancel))?;
+            if audio.is_empty() {
+                continue;
+            }
+            if !samples.is_empty() {
+                samples.extend(std::iter::repeat_n(0.0, gap));
+            }
+            samples.extend(audio);
+        }
+        let audio = Arc::new(samples);
+        self.cache.insert(chunk, Arc::clone(&audio));
+        Ok(audio)
+    }
+
+    /// Synthesises `phrases` into the phrase cache (start-up acknowledgements).
+    pub fn warm_phrases(&mut self, phrases: &[&str]) -> Result<(), TtsError> {
+        let cancel = Cancel::new()?;
+        for p in phrases {
+            self.speak_chunk(p, &cancel)?;
+        }
+        Ok(())
+    }
+
+    /// The phrase cache (to size it, or see what it holds).
+    pub fn cache(&mut self) -> &mut cache::PhraseCache {
+        &mut self.cache
+    }
+
+    /// Replaces the phrase cache with an empty one bounded by `max_bytes`.
+    pub fn set_cache_bytes(&mut self, max_bytes: usize) {
+        self.cache = cache::PhraseCache::new(max_bytes);
+    }
+
+    /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences; markdown
+    /// dropped and numbers, money, times, units and symbols spoken in words first.
     pub fn synthesize(&mut self, text: &str) -> Result<AudioBuffer, TtsError> {
-        let spoken = text::speakable(text);
+        let spoken = normalize::normalize(&text::speakable(text));
         let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
         let mut samples = Vec::new();
         for sentence in text::sentences(&spoken) {

@@ -43,12 +43,102 @@ fn is_emoji(c: char) -> bool {
     matches!(c as u32, 0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0xFE0F | 0x200D)
 }
 
+/// Words whose full stop does not end a sentence.
+const ABBREVIATIONS: [&str; 12] = [
+    "mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "prof", "no", "approx",
+];
+
+/// Whether the full stop ending `text` belongs to an abbreviation or an initial.
+fn ends_with_abbreviation(text: &str) -> bool {
+    let word = text
+        .trim_end_matches('.')
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(['"', '\'', '('])
+        .to_lowercase();
+    word.chars().count() == 1 || ABBREVIATIONS.contains(&word.as_str())
+}
+
+/// Splits streaming text (an LLM's reply as it is generated) into chunks to synthesise: the
+/// first as early as is natural, at the first clause break (", ; :") or after
+/// [`Chunker::FIRST_MAX_WORDS`] words, then whole sentences. A break is only taken once the
+/// character after it is known, so "3.50", "3,000", "example.com" and "Dr. Smith" never split.
+#[derive(Debug, Default)]
+pub struct Chunker {
+    pending: String,
+    first_done: bool,
+}
+
+impl Chunker {
+    /// Words after which the first chunk goes even without punctuation.
+    pub const FIRST_MAX_WORDS: usize = 6;
+
+    pub fn new() -> Self {
+        Chunker::default()
+    }
+
+    /// Adds generated text; returns the chunks now complete.
+    pub fn push(&mut self, piece: &str) -> Vec<String> {
+        self.pending.push_str(piece);
+        let mut out = Vec::new();
+        while let Some(end) = self.next_break() {
+            let chunk: String = self.pending.drain(..end).collect();
+            let chunk = chunk.trim().to_string();
+            if !chunk.is_empty() {
+                out.push(chunk);
+                self.first_done = true;
+            }
+        }
+        out
+    }
+
+    /// The text left when generation ends.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.pending).trim().to_string();
+        self.first_done = false;
+        (!rest.is_empty()).then_some(rest)
+    }
+
+    /// Where the next chunk ends (a byte index into `pending`), if it is complete.
+    fn next_break(&self) -> Option<usize> {
+        let text = &self.pending;
+        let mut words = 0;
+        let mut in_word = false;
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let next = chars.peek().map(|&(_, n)| n);
+            if c.is_whitespace() {
+                if in_word {
+                    words += 1;
+                    in_word = false;
+                    // No punctuation yet: the first chunk goes after a few words.
+                    if !self.first_done && words >= Self::FIRST_MAX_WORDS {
+                        return Some(i);
+                    }
+                }
+                continue;
+            }
+            in_word = true;
+            // A break needs the character after it, and that must be a space.
+            if !next.is_some_and(char::is_whitespace) {
+                continue;
+            }
+            let end = i + c.len_utf8();
+            let sentence_end =
+                matches!(c, '.' | '!' | '?') && !(c == '.' && ends_with_abbreviation(&text[..end]));
+            let clause_end = !self.first_done && matches!(c, ',' | ';' | ':');
+            if sentence_end || clause_end {
+                return Some(end);
+            }
+        }
+        None
+    }
+}
+
 /// Splits at sentence ends (. ! ?) followed by a space, keeping the punctuation. A full stop
 /// after a single letter or a common abbreviation does not end a sentence.
 pub fn sentences(text: &str) -> Vec<String> {
-    const ABBREVIATIONS: [&str; 12] = [
-        "mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "prof", "no", "approx",
-    ];
     let mut out = Vec::new();
     let mut current = String::new();
     let chars: Vec<char> = text.chars().collect();
@@ -59,16 +149,8 @@ pub fn sentences(text: &str) -> Vec<String> {
         if !at_boundary {
             continue;
         }
-        if c == '.' {
-            let word = current
-                .trim_end_matches('.')
-                .rsplit(char::is_whitespace)
-                .next()
-                .unwrap_or("")
-                .to_lowercase();
-            if word.chars().count() == 1 || ABBREVIATIONS.contains(&word.as_str()) {
-                continue;
-            }
+        if c == '.' && ends_with_abbreviation(&current) {
+            continue;
         }
         let s = current.trim().to_string();
         if !s.is_empty() {
@@ -132,6 +214,50 @@ mod tests {
             ["Dr. Smith is here.", "He paid 3.50 dollars!", "Ok?"]
         );
         assert_eq!(sentences("no end"), ["no end"]);
+    }
+
+    /// Feeds `text` in pieces of `n` characters, as an LLM streams it.
+    fn chunks_of(text: &str, n: usize) -> Vec<String> {
+        let mut c = Chunker::new();
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        for piece in chars.chunks(n) {
+            out.extend(c.push(&piece.iter().collect::<String>()));
+        }
+        out.extend(c.finish());
+        out
+    }
+
+    #[test]
+    fn the_first_chunk_is_a_short_clause_then_whole_sentences() {
+        let text = "Sure, the capital of France is Paris. It has 2.1 million people, \
+                    give or take. Dr. Smith lives at example.com and paid $3,000.50!";
+        for n in [1, 3, 7, 100] {
+            assert_eq!(
+                chunks_of(text, n),
+                [
+                    "Sure,",
+                    "the capital of France is Paris.",
+                    "It has 2.1 million people, give or take.",
+                    "Dr. Smith lives at example.com and paid $3,000.50!",
+                ],
+                "pieces of {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_punctuation_the_first_chunk_goes_after_a_few_words() {
+        assert_eq!(
+            chunks_of("I think that we should probably go now", 2),
+            ["I think that we should probably", "go now"]
+        );
+        assert_eq!(chunks_of("", 1), Vec::<String>::new());
+        // Nothing is lost or reordered, however the text arrives.
+        let text = "One, two. Three four five six seven eight nine ten? Eleven.";
+        for n in 1..12 {
+            assert_eq!(chunks_of(text, n).join(" "), text, "pieces of {n}");
+        }
     }
 
     #[test]
