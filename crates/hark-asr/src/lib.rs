@@ -161,31 +161,21 @@ impl Transcriber {
                 no_speech_prob,
             });
         }
-        let padded;
-        let audio = if samples.len() < MIN_SAMPLES {
-            padded = [samples, &vec![0.0; MIN_SAMPLES - samples.len()]].concat();
-            &padded[..]
-        } else {
-            samples
-        };
-        let seconds = audio.len() as f64 / 16_000.0;
+        let audio = padded(samples);
         let transcript = match window {
             EncoderWindow::Fit { margin_frames } => {
-                let frames = (seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames;
+                let (frames, max_tokens) = fitted_budget(audio.len(), margin_frames);
                 if frames < FULL_FRAMES {
-                    // Generous for speech (people say 2-4 words a second) yet small enough to
-                    // stop a loop early.
-                    let max_tokens = (seconds * 8.0) as usize + 12;
                     let (t, tokens) =
-                        self.decode(audio, threads, Some(frames), Some(max_tokens))?;
+                        self.decode(&audio, threads, Some(frames), Some(max_tokens))?;
                     if tokens < max_tokens && !repeats_itself(&t.text) {
                         return Ok(t);
                     }
                     tracing::debug!(text = %t.text, "fitted encoder window ran away; full window");
                 }
-                self.decode(audio, threads, None, None)?.0
+                self.decode(&audio, threads, None, None)?.0
             }
-            EncoderWindow::Full => self.decode(audio, threads, None, None)?.0,
+            EncoderWindow::Full => self.decode(&audio, threads, None, None)?.0,
         };
         Ok(transcript)
     }
@@ -202,21 +192,17 @@ impl Transcriber {
         if is_silent(samples) {
             return Ok(None);
         }
-        let padded;
-        let audio = if samples.len() < MIN_SAMPLES {
-            padded = [samples, &vec![0.0; MIN_SAMPLES - samples.len()]].concat();
-            &padded[..]
-        } else {
-            samples
-        };
-        let seconds = audio.len() as f64 / 16_000.0;
+        let audio = padded(samples);
         let EncoderWindow::Fit { margin_frames } = FITTED_WINDOW else {
             unreachable!("FITTED_WINDOW is a fitted window")
         };
-        let frames =
-            ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames).min(FULL_FRAMES);
-        let max_tokens = (seconds * 8.0) as usize + 12;
-        let (t, tokens) = self.decode(audio, threads, Some(frames), Some(max_tokens))?;
+        let (frames, max_tokens) = fitted_budget(audio.len(), margin_frames);
+        let (t, tokens) = self.decode(
+            &audio,
+            threads,
+            Some(frames.min(FULL_FRAMES)),
+            Some(max_tokens),
+        )?;
         // Whisper's stock phrases are never committed from a partial, whatever its no-speech
         // estimate: a user who really says "thank you" gets it from the final decode.
         let usable = tokens < max_tokens
@@ -289,6 +275,26 @@ impl Transcriber {
             tokens,
         ))
     }
+}
+
+/// `samples`, padded with silence to Whisper's shortest useful length so very short words are
+/// still recognised.
+fn padded(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if samples.len() < MIN_SAMPLES {
+        let mut v = samples.to_vec();
+        v.resize(MIN_SAMPLES, 0.0);
+        std::borrow::Cow::Owned(v)
+    } else {
+        std::borrow::Cow::Borrowed(samples)
+    }
+}
+
+/// Encoder frames for `samples` of audio plus `margin_frames`, and a token budget generous for
+/// speech (people say 2-4 words a second) yet small enough to stop a runaway decode early.
+fn fitted_budget(samples: usize, margin_frames: usize) -> (usize, usize) {
+    let seconds = samples as f64 / 16_000.0;
+    let frames = (seconds * FRAMES_PER_SECOND).ceil() as usize + margin_frames;
+    (frames, (seconds * 8.0) as usize + 12)
 }
 
 /// The longest piece decoded at once (Whisper's window is 30 s), and the shortest a long

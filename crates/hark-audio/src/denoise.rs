@@ -45,25 +45,13 @@ pub fn denoise(samples: &[f32]) -> Result<Vec<f32>, AudioError> {
 mod tests {
     use super::denoise;
 
-    fn noise(n: usize, amplitude: f32) -> Vec<f32> {
-        let mut state = 0x853c_49e6_748f_ea9bu64;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * amplitude
-            })
-            .collect()
-    }
-
     fn power(x: &[f32]) -> f32 {
         x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32
     }
 
     #[test]
     fn steady_noise_is_suppressed_and_the_length_kept() {
-        let n = noise(32_000, 0.05);
+        let n = hark_core::audio::white_noise(32_000, 0.05, 0x853c_49e6_748f_ea9b);
         let out = denoise(&n).unwrap();
         assert_eq!(out.len(), n.len());
         // At least 6 dB less noise once RNNoise has settled (about 10 dB measured).

@@ -1,24 +1,11 @@
 //! Silero VAD and the turn detector on real recorded speech.
 
-use std::path::PathBuf;
-
 use hark_audio::{SileroVad, TurnConfig, TurnDetector};
 
-fn models() -> PathBuf {
-    std::env::var_os("HARK_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
+use hark_core::testing::models_dir as models;
 
 fn detector() -> TurnDetector {
-    let m = models();
-    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `hark models fetch`",
-        lib.display()
-    );
-    hark_core::onnx::init(&lib).unwrap();
+    let m = hark_core::testing::init_onnx();
     TurnDetector::new(
         SileroVad::load(&m.join("silero-vad/silero_vad.onnx")).unwrap(),
         TurnConfig::default(),
@@ -71,16 +58,7 @@ fn silence_is_no_turn() {
 #[test]
 fn white_noise_is_no_turn() {
     let mut d = detector();
-    // A fixed-seed xorshift keeps the noise reproducible without another dependency.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<f32> = (0..16_000 * 5)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect();
+    let noise = hark_core::audio::white_noise(16_000 * 5, 0.1, 0x2545_f491_4f6c_dd1d);
     let turns = d.detect(&noise).unwrap();
     assert!(turns.is_empty(), "white noise made turns: {turns:?}");
 }

@@ -15,6 +15,8 @@ use hark_models::{ids, ModelStore};
 use hark_pipeline::listen::{listen, ListenConfig};
 use serde_json::json;
 
+use crate::bench_cmd::{median, percentile};
+
 #[derive(Debug, Args)]
 pub struct AsrBenchArgs {
     /// Threads for the final decode and the whole-utterance decode (partials use one).
@@ -35,21 +37,11 @@ pub struct AsrBenchArgs {
     json: bool,
 }
 
-/// White noise scaled to `snr_db` below the power of `speech`, added to `audio` (a fixed seed,
-/// so runs compare).
+/// White noise `snr_db` below the power of `speech`, added to `audio` (a fixed seed, so runs
+/// compare).
 fn add_noise(audio: &[f32], speech: &[f32], snr_db: f64) -> Vec<f32> {
-    let power = |x: &[f32]| x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len().max(1) as f64;
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let unit: Vec<f32> = (0..audio.len())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    let gain = (power(speech) / power(&unit) / 10f64.powf(snr_db / 10.0)).sqrt() as f32;
-    audio.iter().zip(&unit).map(|(a, n)| a + gain * n).collect()
+    let noise = hark_core::audio::white_noise(audio.len(), 0.5, 0x9e37_79b9_7f4a_7c15);
+    hark_core::audio::add_noise_at_snr(audio, speech, &noise, snr_db)
 }
 
 /// One recording and what was said in it.
@@ -58,22 +50,6 @@ struct Item {
     kind: &'static str,
     audio: Vec<f32>,
     reference: String,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn read_raw(path: &Path) -> Result<Vec<f32>> {

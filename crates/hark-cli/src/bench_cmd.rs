@@ -36,6 +36,10 @@ enum BenchWhat {
     /// barge-in latency and a cached phrase; and the PyPI `piper-tts` engine (installed by
     /// scripts/setup-peers) on the same voice, texts and threads, with ratios.
     Tts(crate::bench_tts::TtsBenchArgs),
+    /// Voice-to-voice latency of multi-turn conversations (real recorded speech and the bundled
+    /// questions): the streaming pipeline against the sequential baseline (recognition after
+    /// the turn ends, the whole reply, then its whole synthesis), p50/p95 and each span.
+    V2v(crate::bench_v2v::V2vBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,7 @@ pub fn run(args: BenchArgs, store: &ModelStore) -> Result<()> {
         BenchWhat::Llm(a) => bench_llm(a, store),
         BenchWhat::Asr(a) => crate::bench_asr::bench_asr(a, store),
         BenchWhat::Tts(a) => crate::bench_tts::bench_tts(a, store),
+        BenchWhat::V2v(a) => crate::bench_v2v::bench_v2v(a, store),
     }
 }
 
@@ -110,12 +115,18 @@ struct Figures {
     decode_tok_s: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The middle value (the upper middle of an even count); NaN for none.
+pub fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// The value at fraction `p` of the sorted values (nearest rank); NaN for none.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn median_figures(runs: &[Figures]) -> Figures {

@@ -12,7 +12,7 @@ use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 use serde_json::json;
 
-use crate::bench_cmd::{call_peer, peer_python};
+use crate::bench_cmd::{call_peer, median, peer_python};
 
 /// The peer script, embedded so the bench works from any directory.
 const PIPER_PEER: &str = include_str!("../../../scripts/peers/piper_peer.py");
@@ -54,14 +54,6 @@ const LONG: [&str; 2] = [
      around us, and it always shows us the same face. Its gravity causes the tides. People \
      first walked on it in 1969.",
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Our figures for one text: time to the first chunk's audio, total time, audio seconds.
 fn ours(voice: &mut Voice, text: &str) -> Result<(f64, f64, f64)> {

@@ -3,6 +3,7 @@
 mod bench_asr;
 mod bench_cmd;
 mod bench_tts;
+mod bench_v2v;
 mod models_cmd;
 mod report_cmd;
 mod run_cmd;

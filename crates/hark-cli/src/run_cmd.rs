@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// it is spoken.
     #[arg(long)]
     sequential_asr: bool,
+    /// Synthesise the reply only once it is complete (the sequential baseline) instead of
+    /// chunk by chunk as it is generated.
+    #[arg(long)]
+    sequential_speech: bool,
     /// Sampling temperature (0: greedy, reproducible).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -216,6 +220,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         config.threads = threads.max(1);
     }
     config.denoise = args.denoise;
+    config.stream_speech = !args.sequential_speech;
     let window = args.asr_window.unwrap_or(hark_pipeline::FITTED_WINDOW);
     config.asr_window = window;
     config.listen = (!args.sequential_asr).then_some(ListenConfig {

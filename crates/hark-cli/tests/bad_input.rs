@@ -134,15 +134,7 @@ fn silence_and_noise_get_no_words_and_no_reply() {
     let silence = tmp.path().join("silence.wav");
     write_wav(&silence, &vec![0.0; 16_000 * 600], 16_000, 1, 16, false);
     let noise = tmp.path().join("noise.wav");
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let white: Vec<f32> = (0..16_000 * 10)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect();
+    let white = hark_core::audio::white_noise(16_000 * 10, 0.1, 0x2545_f491_4f6c_dd1d);
     write_wav(&noise, &white, 16_000, 1, 16, false);
     let trace = tmp.path().join("t.jsonl");
     let out = run(hark()

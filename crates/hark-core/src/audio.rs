@@ -58,6 +58,31 @@ pub fn ms_to_samples(ms: f64, sample_rate: u32) -> usize {
     (ms.max(0.0) * sample_rate as f64 / 1000.0).round() as usize
 }
 
+/// `len` samples of white noise, uniform in `[-peak, peak]`, from a fixed-seed xorshift
+/// generator: the same noise for the same `seed`, so runs and tests compare.
+pub fn white_noise(len: usize, peak: f32, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * peak
+        })
+        .collect()
+}
+
+/// `noise` scaled so that `speech` is `snr_db` above it, added to `audio`.
+pub fn add_noise_at_snr(audio: &[f32], speech: &[f32], noise: &[f32], snr_db: f64) -> Vec<f32> {
+    let power = |x: &[f32]| x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len().max(1) as f64;
+    let gain = (power(speech) / power(noise).max(1e-30) / 10f64.powf(snr_db / 10.0)).sqrt() as f32;
+    audio
+        .iter()
+        .zip(noise.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(a, n)| a + gain * n)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod onnx;
+pub mod testing;
 pub mod trace;
 pub mod wer;
 

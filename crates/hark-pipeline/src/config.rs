@@ -47,6 +47,9 @@ pub struct PipelineConfig {
     pub listen: Option<ListenConfig>,
     /// Suppress noise (RNNoise) before voice activity detection and recognition.
     pub denoise: bool,
+    /// Speak each chunk of the reply as soon as it is generated; `false`: the sequential
+    /// baseline, which synthesises the whole reply once it is complete.
+    pub stream_speech: bool,
 }
 
 /// Short answers in a speaking style: a voice reply is listened to, not read.
@@ -71,6 +74,7 @@ impl PipelineConfig {
             asr_window: hark_asr::DEFAULT_WINDOW,
             listen: Some(ListenConfig::default()),
             denoise: false,
+            stream_speech: true,
         }
     }
 }

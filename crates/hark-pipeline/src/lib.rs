@@ -323,14 +323,17 @@ impl Pipeline {
         let mut chunker = Chunker::new();
         let mut spoken = SpokenReply::default();
         let voice = &mut self.voice;
+        let stream = self.config.stream_speech;
         let mut generation = {
             let _span = tracing::info_span!("llm", turn = rec.turn).entered();
             self.session.generate(&prompt, &params, |piece| {
                 reply.push_str(piece);
                 // A spoken answer stays short: stop once enough sentences are complete.
                 let more = max_sentences == 0 || complete_sentences(&reply).len() < max_sentences;
-                for chunk in chunker.push(piece) {
-                    spoken.speak(voice, &chunk, started, &cancel);
+                if stream {
+                    for chunk in chunker.push(piece) {
+                        spoken.speak(voice, &chunk, started, &cancel);
+                    }
                 }
                 more
             })?
@@ -344,12 +347,16 @@ impl Pipeline {
             }
             _ => {
                 // The tail the chunker still holds is the reply's last words.
-                if let Some(rest) = chunker.finish() {
+                if let Some(rest) = chunker.finish().filter(|_| stream) {
                     spoken.speak(voice, &rest, started, &cancel);
                 }
                 generation.text.trim().to_string()
             }
         };
+        if !stream {
+            // The sequential baseline: the whole reply, then its whole synthesis.
+            spoken.speak(voice, &reply_text, started, &cancel);
+        }
         if let Some(e) = spoken.error.take() {
             return Err(e.into());
         }

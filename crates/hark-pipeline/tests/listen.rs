@@ -1,19 +1,13 @@
 //! The listener on real models: turns end where a person would end them, the final transcript
 //! is there when the turn ends, and noise does not stop it hearing speech.
 
-use std::path::PathBuf;
-
 use hark_asr::{AsrConfig, Transcriber};
 use hark_audio::{resample, SileroVad, TurnConfig, TurnDetector};
 use hark_core::wer::wer;
 use hark_core::ASR_SAMPLE_RATE;
 use hark_pipeline::listen::{listen, HeardTurn, ListenConfig};
 
-fn models() -> PathBuf {
-    std::env::var_os("HARK_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
+use hark_core::testing::models_dir as models;
 
 struct Ears {
     detector: TurnDetector,
@@ -25,14 +19,7 @@ struct Ears {
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ears() -> Ears {
-    let m = models();
-    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `hark models fetch`",
-        lib.display()
-    );
-    hark_core::onnx::init(&lib).unwrap();
+    let m = hark_core::testing::init_onnx();
     Ears {
         detector: TurnDetector::new(
             SileroVad::load(&m.join("silero-vad/silero_vad.onnx")).unwrap(),
@@ -130,24 +117,9 @@ fn speech_in_white_noise_is_still_heard() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let mut ears = ears();
     let speech = [silence(300), goforward(), silence(1500)].concat();
-    let power = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let speech_power = power(&goforward());
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let unit_noise: Vec<f32> = (0..speech.len()).map(|_| noise()).collect();
-    let unit_power = power(&unit_noise);
-    for (snr_db, max_wer) in [(10.0f32, 0.25), (0.0, 0.75)] {
-        let gain = (speech_power / unit_power / 10f32.powf(snr_db / 10.0)).sqrt();
-        let noisy: Vec<f32> = speech
-            .iter()
-            .zip(&unit_noise)
-            .map(|(s, n)| s + gain * n)
-            .collect();
+    let noise = hark_core::audio::white_noise(speech.len(), 0.5, 0x9e37_79b9_7f4a_7c15);
+    for (snr_db, max_wer) in [(10.0, 0.25), (0.0, 0.75)] {
+        let noisy = hark_core::audio::add_noise_at_snr(&speech, &goforward(), &noise, snr_db);
         let turns = ears.listen(&noisy, &ListenConfig::default());
         let text: Vec<&str> = turns.iter().map(|t| t.transcript.text.as_str()).collect();
         let error = wer("go forward ten meters", &text.join(" "));

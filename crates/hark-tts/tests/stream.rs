@@ -1,7 +1,6 @@
 //! Streaming synthesis with the real joe voice, checked by ear: our own Whisper transcribes
 //! what was spoken.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hark_asr::{AsrConfig, Transcriber};
@@ -11,21 +10,10 @@ use hark_tts::normalize::normalize;
 use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 
-fn models() -> PathBuf {
-    std::env::var_os("HARK_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
+use hark_core::testing::models_dir as models;
 
 fn voice() -> Voice {
-    let m = models();
-    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `hark models fetch`",
-        lib.display()
-    );
-    hark_core::onnx::init(&lib).unwrap();
+    let m = hark_core::testing::init_onnx();
     Voice::load(
         &m.join("piper-joe/en_US-joe-medium.onnx"),
         &m.join("piper-joe/en_US-joe-medium.onnx.json"),

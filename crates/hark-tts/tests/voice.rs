@@ -4,22 +4,8 @@ use std::path::PathBuf;
 
 use hark_tts::Voice;
 
-fn models() -> PathBuf {
-    std::env::var_os("HARK_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-}
-
 fn init() -> PathBuf {
-    let m = models();
-    let lib = m.join("onnxruntime/libonnxruntime.so.1.32.0");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `hark models fetch`",
-        lib.display()
-    );
-    hark_core::onnx::init(&lib).unwrap();
-    m
+    hark_core::testing::init_onnx()
 }
 
 fn voice() -> Voice {

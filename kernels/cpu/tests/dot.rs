@@ -85,6 +85,29 @@ fn dequantize_acts(ty: ActType, a: &[u8], cols: usize) -> Vec<f32> {
     out
 }
 
+/// The f64 dot product of dequantized weights `wf` (from the weight row `w`) and activations
+/// `af` (from the activation row `a`), and the sum of the products' magnitudes (for a
+/// tolerance).
+fn reference_dot(ty: WeightType, w: &[u8], wf: &[f32], a: &[u8], af: &[f32]) -> (f64, f64) {
+    let mut reference: f64 = wf.iter().zip(af).map(|(p, q)| *p as f64 * *q as f64).sum();
+    if ty == WeightType::Q4_1 {
+        // Q4_1's min term uses the block sum `s` stored (rounded to f16) with the activations,
+        // not the sum of the dequantized values.
+        for (b, block) in af.chunks(QK).enumerate() {
+            let m = f16_at(w, 20 * b + 2) as f64;
+            let s = f32_at(a, 40 * b + 4) as f64;
+            let exact: f64 = block.iter().map(|&v| v as f64).sum();
+            reference += m * (s - exact);
+        }
+    }
+    let scale = wf
+        .iter()
+        .zip(af)
+        .map(|(p, q)| (*p as f64 * *q as f64).abs())
+        .sum();
+    (reference, scale)
+}
+
 #[test]
 fn dot_products_match_dequantized_reference() {
     let mut rng = StdRng::seed_from_u64(7);
@@ -99,22 +122,7 @@ fn dot_products_match_dequantized_reference() {
             let mut wf = vec![0f32; cols];
             dequantize_row(ty, &w, &mut wf);
             let af = dequantize_acts(act, &a, cols);
-            let mut reference: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
-            if ty == WeightType::Q4_1 {
-                // Q4_1's min term uses the block sum `s` stored (rounded to f16) with the
-                // activations, not the sum of the dequantized values.
-                for (b, block) in af.chunks(QK).enumerate() {
-                    let m = f16_at(&w, 20 * b + 2) as f64;
-                    let s = f32_at(&a, 40 * b + 4) as f64;
-                    let exact: f64 = block.iter().map(|&v| v as f64).sum();
-                    reference += m * (s - exact);
-                }
-            }
-            let scale: f64 = wf
-                .iter()
-                .zip(&af)
-                .map(|(p, q)| (*p as f64 * *q as f64).abs())
-                .sum();
+            let (reference, scale) = reference_dot(ty, &w, &wf, &a, &af);
             let got = dot_row(ty, &w, &a, cols) as f64;
             let tol = 1e-5 * scale + 1e-6;
             assert!(
@@ -246,21 +254,7 @@ fn matrices_in_every_layout_match_the_reference_and_batch_bit_exactly() {
                 assert_eq!(wf, expect, "{ty:?} rows {rows}: row {r} reads back changed");
                 for t in 0..tokens {
                     let af = dequantize_acts(m.act_type(), acts.row(t), cols);
-                    let mut reference: f64 =
-                        wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
-                    if ty == WeightType::Q4_1 {
-                        for (b, block) in af.chunks(QK).enumerate() {
-                            let m = f16_at(file_row, 20 * b + 2) as f64;
-                            let s = f32_at(acts.row(t), 40 * b + 4) as f64;
-                            let exact: f64 = block.iter().map(|&v| v as f64).sum();
-                            reference += m * (s - exact);
-                        }
-                    }
-                    let scale: f64 = wf
-                        .iter()
-                        .zip(&af)
-                        .map(|(p, q)| (*p as f64 * *q as f64).abs())
-                        .sum();
+                    let (reference, scale) = reference_dot(ty, file_row, &wf, acts.row(t), &af);
                     let got = batched[t * rows + r];
                     assert!(
                         (got as f64 - reference).abs() <= 1e-5 * scale + 1e-6,

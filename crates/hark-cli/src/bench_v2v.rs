@@ -1,0 +1,189 @@
+//! `hark bench v2v`: voice-to-voice latency of whole conversations, streaming pipeline against
+//! the sequential baseline (whole-turn recognition after the turn ends, then the whole reply,
+//! then its whole synthesis), same inputs, same models, one run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hark_core::trace::{span, TurnRecord};
+use hark_core::{AudioBuffer, ASR_SAMPLE_RATE};
+use hark_models::{ids, ModelStore};
+use hark_pipeline::{Pipeline, PipelineConfig};
+use serde_json::json;
+
+use crate::bench_cmd::{median, percentile};
+
+#[derive(Debug, Args)]
+pub struct V2vBenchArgs {
+    /// Threads for recognition and synthesis.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Silence between a user's turns: room for the reply to play before the next question.
+const GAP_MS: f64 = 6_000.0;
+
+fn raw16k(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect())
+}
+
+fn wav16k(path: &Path) -> Result<Vec<f32>> {
+    let wav = hark_audio::read_wav(path)?;
+    Ok(hark_audio::resample(&wav.audio, ASR_SAMPLE_RATE)?.samples)
+}
+
+/// Multi-turn conversations: real recorded speech (pocketsphinx-testdata) and the bundled
+/// espeak-ng questions, each turn followed by a pause.
+fn conversations(testdata: &Path, assets: &Path) -> Result<Vec<(String, AudioBuffer)>> {
+    let gap = vec![0f32; (GAP_MS * 16.0) as usize];
+    let join = |parts: Vec<Vec<f32>>| -> AudioBuffer {
+        let mut out = vec![0f32; 8_000];
+        for p in parts {
+            out.extend(p);
+            out.extend(&gap);
+        }
+        AudioBuffer::new(out, ASR_SAMPLE_RATE)
+    };
+    let mut convs = vec![(
+        "commands".to_string(),
+        join(vec![
+            raw16k(&testdata.join("goforward.raw"))?,
+            raw16k(&testdata.join("something.raw"))?,
+            wav16k(&testdata.join("cards/005.wav"))?,
+        ]),
+    )];
+    let questions: Vec<PathBuf> = ["question-spider", "question-moon", "question-capital"]
+        .iter()
+        .map(|q| assets.join(format!("{q}.wav")))
+        .filter(|p| p.is_file())
+        .collect();
+    if !questions.is_empty() {
+        convs.push((
+            "questions".to_string(),
+            join(questions.iter().map(|p| wav16k(p)).collect::<Result<_>>()?),
+        ));
+    }
+    convs.push((
+        "reading".to_string(),
+        join(vec![
+            wav16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav"))?,
+            wav16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav"))?,
+        ]),
+    ));
+    Ok(convs)
+}
+
+fn run_all(pipeline: &mut Pipeline, convs: &[(String, AudioBuffer)]) -> Result<Vec<TurnRecord>> {
+    let mut records = Vec::new();
+    for (name, audio) in convs {
+        pipeline.reset();
+        let conv = pipeline
+            .process(audio, name, |_| {})
+            .with_context(|| format!("conversation {name}"))?;
+        records.extend(conv.turns.into_iter().filter(|r| r.error.is_none()));
+    }
+    Ok(records)
+}
+
+pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let testdata = store
+        .require(ids::TESTDATA)
+        .context("the real-speech corpus is not installed: run `hark models fetch --set test`")?;
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let convs = conversations(&testdata, &assets)?;
+    let paths = crate::run_cmd::model_paths(store, true)?;
+
+    let mut streaming_cfg = PipelineConfig::new(paths.clone());
+    streaming_cfg.threads = args.threads;
+    if let Some(l) = streaming_cfg.listen.as_mut() {
+        l.final_threads = args.threads;
+    }
+    let mut sequential_cfg = streaming_cfg.clone();
+    sequential_cfg.listen = None;
+    sequential_cfg.stream_speech = false;
+    sequential_cfg.asr_window = hark_pipeline::EncoderWindow::Full;
+
+    eprintln!(
+        "hark bench v2v: {} conversations, {} threads: streaming, then the sequential baseline",
+        convs.len(),
+        args.threads
+    );
+    let streaming = run_all(&mut Pipeline::load(streaming_cfg)?, &convs)?;
+    let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs)?;
+    if streaming.is_empty() || sequential.is_empty() {
+        bail!("no turn was answered");
+    }
+
+    let v2v = |r: &[TurnRecord]| r.iter().map(|t| t.v2v_ms).collect::<Vec<_>>();
+    let span_of = |r: &[TurnRecord], key: &str| {
+        median(
+            r.iter()
+                .map(|t| {
+                    serde_json::to_value(t.spans)
+                        .map_or(f64::NAN, |v| v[key].as_f64().unwrap_or(f64::NAN))
+                })
+                .collect(),
+        )
+    };
+    let (s50, s95) = (median(v2v(&streaming)), percentile(v2v(&streaming), 0.95));
+    let (q50, q95) = (median(v2v(&sequential)), percentile(v2v(&sequential), 0.95));
+    if args.json {
+        let spans = |r: &[TurnRecord]| {
+            span::ALL
+                .iter()
+                .map(|k| (k.to_string(), json!(span_of(r, k))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let out = json!({
+            "threads": args.threads,
+            "streaming": {"turns": streaming.len(), "v2v_ms_p50": s50, "v2v_ms_p95": s95, "spans_ms_p50": spans(&streaming)},
+            "sequential": {"turns": sequential.len(), "v2v_ms_p50": q50, "v2v_ms_p95": q95, "spans_ms_p50": spans(&sequential)},
+            "speedup_p50": q50 / s50,
+            "turns": streaming.iter().map(|t| json!({"input": t.input, "turn": t.turn, "transcript": t.transcript, "v2v_ms": t.v2v_ms})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<22} {:>10} {:>11} {:>8}",
+        "", "streaming", "sequential", "ratio"
+    )?;
+    let row = |out: &mut dyn Write, name: &str, a: f64, b: f64| {
+        writeln!(
+            out,
+            "{name:<22} {a:>10.0} {b:>11.0} {:>7.1}×",
+            b / a.max(1e-9)
+        )
+    };
+    row(&mut out, "V2V p50 ms", s50, q50)?;
+    row(&mut out, "V2V p95 ms", s95, q95)?;
+    for key in span::ALL {
+        writeln!(
+            out,
+            "  {key:<20} {:>10.0} {:>11.0}",
+            span_of(&streaming, key),
+            span_of(&sequential, key)
+        )?;
+    }
+    writeln!(
+        out,
+        "turns answered: {} streaming, {} sequential (spans are medians; ratio: sequential ÷ streaming)",
+        streaming.len(),
+        sequential.len()
+    )?;
+    Ok(())
+}
