@@ -279,6 +279,13 @@ impl Pipeline {
                         hark_core::audio::samples_to_ms(samples.len(), timeline.sample_rate());
                     rec.v2v_ms = rec.reply_start_ms - rec.speech_end_ms;
                     busy_until_ms = busy_until_ms.max(ready_ms + handoff_ms);
+                    // While the reply plays, the conversation so far goes into the KV cache, so
+                    // the next turn prefills only what the user says next.
+                    let t = Instant::now();
+                    if let Err(e) = self.prefill_next_turn() {
+                        tracing::warn!("prefilling the next turn: {e}");
+                    }
+                    busy_until_ms += ms_since(t);
                 }
                 Err(e) => rec.error = Some(e.to_string()),
             }
@@ -290,6 +297,25 @@ impl Pipeline {
             heard,
             timeline,
         })
+    }
+
+    /// Computes the KV cache for the next turn's prompt as far as it is known: the system
+    /// prompt, the conversation so far and the next user message's header. (The empty user
+    /// message's closing tokens computed with it are rolled back by the next turn's prefix
+    /// match.)
+    fn prefill_next_turn(&mut self) -> Result<(), PipelineError> {
+        let mut history = self.history.clone();
+        history.push(ChatMessage::new(Role::User, ""));
+        let tokens = self.prompt_tokens(&history)?;
+        let room = self
+            .session
+            .capacity()
+            .saturating_sub(self.config.max_reply_tokens);
+        if tokens.len() <= room {
+            let _span = tracing::info_span!("prefill_next_turn").entered();
+            self.session.sync(&tokens)?;
+        }
+        Ok(())
     }
 
     /// Replies to `text`, filling the LLM and TTS spans and engine figures of `rec`.
