@@ -21,6 +21,8 @@ enum Layout {
     Rows,
     /// Q5_0 with eight rows interleaved block by block ([`crate::packed`]).
     Q5_0x8,
+    /// Q4_K likewise, its sub-block scales unpacked to bytes.
+    Q4Kx8,
 }
 
 impl QMatrix {
@@ -42,13 +44,18 @@ impl QMatrix {
                 got: data.len(),
             });
         }
-        // Q5_0 is repacked eight rows at a time (a third of the instructions per block); other
-        // formats, and matrices whose rows do not group evenly, keep the file's order.
-        let (layout, data) = if ty == WeightType::Q5_0 && rows.is_multiple_of(GROUP) {
-            let nb = cols / ty.block_len();
-            (Layout::Q5_0x8, packed::pack_q5_0x8(&data, rows, nb))
-        } else {
-            (Layout::Rows, data)
+        // Q5_0 and Q4_K are repacked eight rows at a time (a third of the instructions per
+        // block); other formats, and matrices whose rows do not group evenly, keep the file's
+        // order.
+        let nb = cols / ty.block_len();
+        let (layout, data) = match ty {
+            WeightType::Q5_0 if rows.is_multiple_of(GROUP) => {
+                (Layout::Q5_0x8, packed::pack_q5_0x8(&data, rows, nb))
+            }
+            WeightType::Q4K if rows.is_multiple_of(GROUP) => {
+                (Layout::Q4Kx8, packed::pack_q4kx8(&data, rows, nb))
+            }
+            _ => (Layout::Rows, data),
         };
         Ok(QMatrix {
             ty,
@@ -63,7 +70,7 @@ impl QMatrix {
     /// The activation format this matrix multiplies with.
     pub fn act_type(&self) -> ActType {
         match self.layout {
-            Layout::Rows => self.ty.act_type(),
+            Layout::Rows | Layout::Q4Kx8 => self.ty.act_type(),
             Layout::Q5_0x8 => ActType::Q8Sum,
         }
     }
@@ -73,7 +80,7 @@ impl QMatrix {
     pub fn row_alignment(&self) -> usize {
         match self.layout {
             Layout::Rows => 1,
-            Layout::Q5_0x8 => GROUP,
+            Layout::Q5_0x8 | Layout::Q4Kx8 => GROUP,
         }
     }
 
@@ -89,7 +96,7 @@ impl QMatrix {
         self.cols
     }
 
-    /// Bytes held.
+    /// Bytes held (a repacked Q4_K matrix holds 3 % more than the file: its scales unpacked).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
@@ -104,7 +111,11 @@ impl QMatrix {
     /// The bytes of the group of eight rows `g` (interleaved layouts).
     #[inline]
     fn group(&self, g: usize) -> &[u8] {
-        let bytes = GROUP * self.row_bytes;
+        let nb = self.cols / self.ty.block_len();
+        let bytes = match self.layout {
+            Layout::Q4Kx8 => nb * packed::Q4KX8_BYTES,
+            _ => GROUP * self.row_bytes,
+        };
         &self.data[g * bytes..(g + 1) * bytes]
     }
 
@@ -112,12 +123,17 @@ impl QMatrix {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match self.layout {
             Layout::Rows => formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]),
-            Layout::Q5_0x8 => {
+            Layout::Q5_0x8 | Layout::Q4Kx8 => {
                 let group = self.group(r / GROUP);
                 let len = self.ty.block_len();
                 for (b, o) in out[..self.cols].chunks_exact_mut(len).enumerate() {
-                    let blk = packed::q5_0x8_block(group, r % GROUP, b);
-                    formats::dequantize_row(self.ty, &blk, o);
+                    if self.layout == Layout::Q5_0x8 {
+                        let blk = packed::q5_0x8_block(group, r % GROUP, b);
+                        formats::dequantize_row(self.ty, &blk, o);
+                    } else {
+                        let blk = packed::q4kx8_block(group, r % GROUP, b);
+                        formats::dequantize_row(self.ty, &blk, o);
+                    }
                 }
             }
         }
@@ -129,7 +145,7 @@ impl QMatrix {
         assert!(r < self.rows && t < acts.rows && acts.ty == self.act_type());
         match self.layout {
             Layout::Rows => dot_row(self.ty, self.row(r), acts.row(t), self.cols),
-            Layout::Q5_0x8 => {
+            Layout::Q5_0x8 | Layout::Q4Kx8 => {
                 let mut out = [0f32; GROUP];
                 // SAFETY: one whole group, one activation row, an 8-value output.
                 unsafe { self.matmul_group(r / GROUP, acts, t..t + 1, out.as_mut_ptr(), 0) };
@@ -214,23 +230,27 @@ impl QMatrix {
             let n = (tokens.end - t).min(4);
             let row = |k: usize| acts.row(t + k.min(n - 1));
             let dst = |k: usize| out.add((t + k.min(n - 1) - tokens.start) * out_stride);
-            match backend() {
+            let rows = [
+                row(0).as_ptr(),
+                row(1).as_ptr(),
+                row(2).as_ptr(),
+                row(3).as_ptr(),
+            ];
+            let dsts = [dst(0), dst(1), dst(2), dst(3)];
+            match (backend(), self.layout) {
                 #[cfg(target_arch = "x86_64")]
-                Backend::Avx2 => crate::x86::gemm_q5_0x8(
-                    group.as_ptr(),
-                    nb,
-                    [
-                        row(0).as_ptr(),
-                        row(1).as_ptr(),
-                        row(2).as_ptr(),
-                        row(3).as_ptr(),
-                    ],
-                    [dst(0), dst(1), dst(2), dst(3)],
-                    n,
-                ),
-                _ => {
+                (Backend::Avx2, Layout::Q5_0x8) => {
+                    crate::x86::gemm_q5_0x8(group.as_ptr(), nb, rows, dsts, n)
+                }
+                #[cfg(target_arch = "x86_64")]
+                (Backend::Avx2, _) => crate::x86::gemm_q4kx8(group.as_ptr(), nb, rows, dsts, n),
+                (_, layout) => {
                     for k in 0..n {
-                        let v = packed::dot_q5_0x8(group, row(k), nb);
+                        let v = if layout == Layout::Q5_0x8 {
+                            packed::dot_q5_0x8(group, row(k), nb)
+                        } else {
+                            packed::dot_q4kx8(group, row(k), nb)
+                        };
                         std::ptr::copy_nonoverlapping(v.as_ptr(), dst(k), GROUP);
                     }
                 }

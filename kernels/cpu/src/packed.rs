@@ -7,6 +7,9 @@
 //! eight row scales are one vector, and a block costs a third of the instructions. The bytes are
 //! the same; only their order changes.
 //!
+//! Q4_K×8 is the same idea for 256-value super-blocks ([`Q4KX8_BYTES`]), with the 6-bit
+//! sub-block scales and mins unpacked to bytes (3 % more memory than the file).
+//!
 //! Q5_0×8, one group of 8 rows and one 32-value block (176 bytes = 8 × 22):
 //! - `d`: the 8 rows' f16 scales (16 bytes).
 //! - `hb`: the fifth bits as a bit plane (32 bytes): bit `k` of byte `4r + i` is the fifth bit of
@@ -97,4 +100,78 @@ pub fn dot_q5_0x8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
         }
     }
     acc
+}
+
+/// Bytes of one Q4_K super-block.
+const Q4K_BYTES: usize = 144;
+/// Bytes of one group's super-block in Q4_K×8: scales `d` and `dmin` (8 f16 each), the 6-bit
+/// sub-block scales and mins unpacked to bytes (`[8 sub-blocks][8 rows]` each), then the
+/// nibbles: for each 64-value chunk `c` and 4-value step `k`, 32 bytes holding rows 0-7's
+/// nibble bytes `32c + 4k..32c + 4k + 4` (low nibbles are sub-block `2c`, high `2c + 1`).
+pub const Q4KX8_BYTES: usize = 32 + 128 + 1024;
+const K_SC: usize = 32;
+const K_M: usize = 96;
+const K_QS: usize = 160;
+
+/// Repacks `rows` rows (a multiple of [`GROUP`]) of `nb` Q4_K super-blocks each.
+pub fn pack_q4kx8(data: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    debug_assert!(rows.is_multiple_of(GROUP) && data.len() == rows * nb * Q4K_BYTES);
+    let mut out = vec![0u8; rows / GROUP * nb * Q4KX8_BYTES];
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * Q4KX8_BYTES..][..Q4KX8_BYTES];
+            for r in 0..GROUP {
+                let src = &data[((g * GROUP + r) * nb + b) * Q4K_BYTES..][..Q4K_BYTES];
+                o[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+                for j in 0..8 {
+                    let (sc, m) = crate::formats::q4k_scale_min(j, &src[4..16]);
+                    o[K_SC + 8 * j + r] = sc;
+                    o[K_M + 8 * j + r] = m;
+                }
+                for c in 0..4 {
+                    for k in 0..8 {
+                        o[K_QS + 256 * c + 32 * k + 4 * r..][..4]
+                            .copy_from_slice(&src[16 + 32 * c + 4 * k..][..4]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Super-block `b` of row `r` (within its group's bytes `group`) back in GGUF's Q4_K layout.
+pub fn q4kx8_block(group: &[u8], r: usize, b: usize) -> [u8; Q4K_BYTES] {
+    let o = &group[b * Q4KX8_BYTES..][..Q4KX8_BYTES];
+    let mut blk = [0u8; Q4K_BYTES];
+    blk[..2].copy_from_slice(&o[2 * r..2 * r + 2]);
+    blk[2..4].copy_from_slice(&o[16 + 2 * r..16 + 2 * r + 2]);
+    let sc = |j: usize| o[K_SC + 8 * j + r];
+    let m = |j: usize| o[K_M + 8 * j + r];
+    // The inverse of `q4k_scale_min`: six bits each, the top two of sub-blocks 4-7 kept in
+    // the top bits of the first eight bytes.
+    for j in 0..4 {
+        blk[4 + j] = sc(j) | ((sc(j + 4) >> 4) << 6);
+        blk[4 + j + 4] = m(j) | ((m(j + 4) >> 4) << 6);
+        blk[4 + j + 8] = (sc(j + 4) & 0xF) | ((m(j + 4) & 0xF) << 4);
+    }
+    for c in 0..4 {
+        for k in 0..8 {
+            blk[16 + 32 * c + 4 * k..][..4]
+                .copy_from_slice(&o[K_QS + 256 * c + 32 * k + 4 * r..][..4]);
+        }
+    }
+    blk
+}
+
+/// The portable version of the AVX2 Q4_K×8 kernel: each row's super-blocks rebuilt and dotted
+/// as in file order.
+pub fn dot_q4kx8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
+    let mut out = [0f32; GROUP];
+    for (r, o) in out.iter_mut().enumerate() {
+        let row: Vec<u8> = (0..nb).flat_map(|b| q4kx8_block(group, r, b)).collect();
+        *o = crate::scalar::dot(crate::WeightType::Q4K, &row, a, nb * crate::formats::QK_K);
+    }
+    out
 }

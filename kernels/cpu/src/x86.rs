@@ -788,3 +788,95 @@ pub unsafe fn silu_mul_f32(g: *mut f32, u: *const f32, n: usize) {
         i += 1;
     }
 }
+
+/// Lane `r` = `(v_r, v_r)` as two 16-bit halves, from eight bytes (one per row): the form
+/// `madd` needs to scale both 16-bit partial sums of a lane by its row's value.
+#[inline(always)]
+unsafe fn row_bytes_as_i16_pairs(p: *const u8) -> __m256i {
+    let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+    _mm256_or_si256(v, _mm256_slli_epi32::<16>(v))
+}
+
+/// Lane `r` = `(v_r,j, v_r,j+1)`: two sub-blocks' bytes for each row, for `madd` against a pair
+/// of activation sums.
+#[inline(always)]
+unsafe fn row_byte_pairs(p: *const u8) -> __m256i {
+    let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+    let hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i));
+    _mm256_or_si256(lo, _mm256_slli_epi32::<16>(hi))
+}
+
+/// One group of eight Q4_K rows (`nb` super-blocks at `g`, layout in [`crate::packed`])
+/// against `n` (1..=4) Q8_K activation rows; token `t`'s eight results go to `out[t]`. Each
+/// token's sums are formed the same way whatever `n` is.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q4kx8(g: *const u8, nb: usize, a: [*const u8; 4], out: [*mut f32; 4], n: usize) {
+    match n {
+        1 => gemm_q4kx8_n::<1>(g, nb, a, out),
+        2 => gemm_q4kx8_n::<2>(g, nb, a, out),
+        3 => gemm_q4kx8_n::<3>(g, nb, a, out),
+        _ => gemm_q4kx8_n::<4>(g, nb, a, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_q4kx8_n<const N: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+) {
+    const BLOCK: usize = crate::packed::Q4KX8_BYTES;
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = g.add(BLOCK * b);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        let mut msum = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            let mut lo = [_mm256_setzero_si256(); N];
+            let mut hi = [_mm256_setzero_si256(); N];
+            for k in 0..8 {
+                let q = blk.add(160 + 256 * c + 32 * k);
+                _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH_BYTES) as *const i8);
+                let l = _mm256_loadu_si256(q as *const __m256i);
+                let wl = _mm256_and_si256(l, m4);
+                let wh = _mm256_and_si256(_mm256_srli_epi16::<4>(l), m4);
+                for t in 0..N {
+                    let y = a[t].add(292 * b + 4 + 64 * c + 4 * k);
+                    // Eight products of at most 15 · 127, twice: within 16 bits.
+                    lo[t] = _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(wl, broadcast4(y, 0)));
+                    hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(wh, broadcast4(y, 32)));
+                }
+            }
+            let sc_lo = row_bytes_as_i16_pairs(blk.add(32 + 8 * (2 * c)));
+            let sc_hi = row_bytes_as_i16_pairs(blk.add(32 + 8 * (2 * c + 1)));
+            let mins = row_byte_pairs(blk.add(96 + 8 * (2 * c)));
+            for t in 0..N {
+                isum[t] = _mm256_add_epi32(
+                    isum[t],
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(lo[t], sc_lo),
+                        _mm256_madd_epi16(hi[t], sc_hi),
+                    ),
+                );
+                // The two sub-blocks' activation sums (each two 16-value sums), as a pair.
+                let bs = a[t].add(292 * b + 260 + 8 * c) as *const i16;
+                let s0 = bs.read_unaligned() as i32 + bs.add(1).read_unaligned() as i32;
+                let s1 = bs.add(2).read_unaligned() as i32 + bs.add(3).read_unaligned() as i32;
+                let pair = _mm256_set1_epi32((s0 & 0xFFFF) | (s1 << 16));
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mins, pair));
+            }
+        }
+        for t in 0..N {
+            let dy = _mm256_set1_ps(f32_at(a[t].add(292 * b)));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+        }
+    }
+    for t in 0..N {
+        _mm256_storeu_ps(out[t], acc[t]);
+    }
+}
