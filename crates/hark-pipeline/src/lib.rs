@@ -64,6 +64,9 @@ pub struct Pipeline {
     voice: Voice,
     history: Vec<ChatMessage>,
     startup_ms: f64,
+    /// The last reply's chunks: where each starts in its audio (samples) and its text, to know
+    /// what was heard when the user interrupts.
+    last_reply: Vec<(usize, String)>,
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -103,6 +106,7 @@ impl Pipeline {
             voice,
             history: Vec::new(),
             startup_ms: 0.0,
+            last_reply: Vec::new(),
         };
         pipeline.warm_up()?;
         pipeline.startup_ms = ms_since(started);
@@ -217,6 +221,15 @@ impl Pipeline {
                 ..TurnRecord::default()
             };
             rec.spans.endpoint = turn.decided_ms() - turn.speech_end_ms();
+            // Barge-in: the user speaking while the last reply plays stops it as soon as the
+            // voice activity detector hears them (one window), and the conversation keeps only
+            // what was heard of it.
+            if let Some(played_ms) =
+                timeline.cut_last_at(turn.speech_start_ms() + BARGE_IN_DETECTION_MS)
+            {
+                tracing::info!(turn = number, played_ms, "barge-in: the last reply stopped");
+                self.keep_heard_part_of_last_reply(played_ms, timeline.sample_rate());
+            }
             let transcript = match streamed {
                 Some(h) => {
                     // Recognition ran while the user spoke; a machine still busy with the last
@@ -297,6 +310,40 @@ impl Pipeline {
             heard,
             timeline,
         })
+    }
+
+    /// The conversation so far (system prompt not included).
+    pub fn history(&self) -> &[ChatMessage] {
+        &self.history
+    }
+
+    /// After a barge-in, the last assistant message becomes what was played of it: whole
+    /// chunks, and of the chunk cut short the share of its words that had played.
+    fn keep_heard_part_of_last_reply(&mut self, played_ms: f64, rate: u32) {
+        let played = (played_ms * rate as f64 / 1000.0) as usize;
+        let mut heard: Vec<String> = Vec::new();
+        for (i, (start, text)) in self.last_reply.iter().enumerate() {
+            if *start >= played {
+                break;
+            }
+            let end = self.last_reply.get(i + 1).map_or(usize::MAX, |(s, _)| *s);
+            if played >= end {
+                heard.push(text.clone());
+            } else {
+                let words: Vec<&str> = text.split_whitespace().collect();
+                let share = (played - start) as f64 / (end - start).max(1) as f64;
+                let n = ((words.len() as f64 * share).floor() as usize).min(words.len());
+                if n > 0 {
+                    heard.push(words[..n].join(" "));
+                }
+            }
+        }
+        if let Some(last) = self.history.last_mut() {
+            if last.role == Role::Assistant {
+                last.content = heard.join(" ");
+            }
+        }
+        self.last_reply.clear();
     }
 
     /// Computes the KV cache for the next turn's prompt as far as it is known: the system
@@ -407,7 +454,10 @@ impl Pipeline {
         self.history
             .push(ChatMessage::new(Role::Assistant, reply_text.clone()));
         rec.reply = reply_text;
-        Ok(spoken.playback(self.voice.sample_rate(), self.voice.sentence_silence))
+        let (audio, chunks) =
+            spoken.playback(self.voice.sample_rate(), self.voice.sentence_silence);
+        self.last_reply = chunks;
+        Ok(audio)
     }
 }
 
@@ -419,6 +469,7 @@ struct SpokenReply {
 }
 
 struct SpokenChunk {
+    text: String,
     /// When the chunk's text was complete and when its audio was ready, ms after the reply's
     /// clock started.
     text_at_ms: f64,
@@ -444,6 +495,7 @@ impl SpokenReply {
         match voice.speak_chunk(chunk, cancel) {
             Ok(audio) if audio.is_empty() => {}
             Ok(audio) => self.chunks.push(SpokenChunk {
+                text: chunk.trim().to_string(),
                 text_at_ms,
                 ready_ms: ms_since(started),
                 audio,
@@ -461,11 +513,13 @@ impl SpokenReply {
     /// The reply as it plays from its first chunk's ready time: each chunk after the one before
     /// (with a pause after a clause or sentence), or when it is ready if that is later (the
     /// wait is silence in the output, as a listener would hear it).
-    fn playback(&self, rate: u32, sentence_silence: f32) -> AudioBuffer {
+    /// Also returns where each chunk starts in it (samples) with its text.
+    fn playback(&self, rate: u32, sentence_silence: f32) -> (AudioBuffer, Vec<(usize, String)>) {
         let per_ms = rate as f64 / 1000.0;
         let mut out: Vec<f32> = Vec::new();
+        let mut starts = Vec::new();
         let Some(first) = self.chunks.first() else {
-            return AudioBuffer::new(out, rate);
+            return (AudioBuffer::new(out, rate), starts);
         };
         for (i, c) in self.chunks.iter().enumerate() {
             if i > 0 {
@@ -481,11 +535,15 @@ impl SpokenReply {
                     out.resize(due, 0.0);
                 }
             }
+            starts.push((out.len(), c.text.clone()));
             out.extend_from_slice(&c.audio);
         }
-        AudioBuffer::new(out, rate)
+        (AudioBuffer::new(out, rate), starts)
     }
 }
+
+/// From the user's first sound to the voice activity detector's verdict: one Silero window.
+const BARGE_IN_DETECTION_MS: f64 = 32.0;
 
 /// Pause after a clause chunk ("Sure,"), seconds: the comma's pause, which trimming removed.
 const CLAUSE_SILENCE: f32 = 0.12;

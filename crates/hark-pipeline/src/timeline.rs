@@ -41,6 +41,31 @@ impl Timeline {
         samples_to_ms(start, self.sample_rate)
     }
 
+    /// Stops the last reply at `at_ms` if it is playing then (a barge-in), with a 10 ms fade so
+    /// the cut does not click. Returns how much of it had played, ms.
+    pub fn cut_last_at(&mut self, at_ms: f64) -> Option<f64> {
+        let (start, len) = *self.replies.last()?;
+        let at = (at_ms.max(0.0) * self.sample_rate as f64 / 1000.0).ceil() as usize;
+        if at <= start || at >= start + len {
+            return None;
+        }
+        let fade = (self.sample_rate as usize / 100).min(start + len - at);
+        for i in 0..fade {
+            self.track[at + i] *= 1.0 - (i + 1) as f32 / fade as f32;
+        }
+        let end = at + fade;
+        self.track.truncate(end);
+        if let Some(last) = self.replies.last_mut() {
+            last.1 = end - start;
+        }
+        Some(samples_to_ms(at - start, self.sample_rate))
+    }
+
+    /// Where each reply starts on the track and how long it plays, in samples.
+    pub fn replies(&self) -> &[(usize, usize)] {
+        &self.replies
+    }
+
     /// The whole track from time 0.
     pub fn track(&self) -> &[f32] {
         &self.track
@@ -73,5 +98,16 @@ mod tests {
         assert_eq!(t.track()[149], 1.0);
         assert_eq!(t.track()[150], 2.0);
         assert_eq!(t.replies_back_to_back(0.01).samples.len(), 70);
+    }
+
+    #[test]
+    fn a_barge_in_cuts_the_playing_reply_with_a_fade() {
+        let mut t = Timeline::new(1000);
+        t.place(100.0, &[1.0; 500]);
+        assert_eq!(t.cut_last_at(50.0), None, "not playing yet");
+        assert_eq!(t.cut_last_at(300.0), Some(200.0));
+        assert_eq!(t.track().len(), 310, "stops 10 ms after the cut");
+        assert!(t.track()[309].abs() < 0.2 && t.track()[299] == 1.0);
+        assert_eq!(t.cut_last_at(900.0), None, "already over");
     }
 }
