@@ -52,7 +52,8 @@ struct Item {
     reference: String,
 }
 
-fn read_raw(path: &Path) -> Result<Vec<f32>> {
+/// Raw 16-bit little-endian mono at 16 kHz (pocketsphinx-testdata's `.raw` files).
+pub fn read_raw(path: &Path) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(bytes
         .chunks_exact(2)
@@ -60,7 +61,8 @@ fn read_raw(path: &Path) -> Result<Vec<f32>> {
         .collect())
 }
 
-fn read_16k(path: &Path) -> Result<Vec<f32>> {
+/// A WAV file as 16 kHz mono.
+pub fn read_16k(path: &Path) -> Result<Vec<f32>> {
     let wav = hark_audio::read_wav(path)?;
     Ok(resample(&wav.audio, ASR_SAMPLE_RATE)?.samples)
 }

@@ -13,6 +13,7 @@ use hark_models::{ids, ModelStore};
 use hark_pipeline::{Pipeline, PipelineConfig};
 use serde_json::json;
 
+use crate::bench_asr::{read_16k, read_raw};
 use crate::bench_cmd::{median, percentile};
 
 #[derive(Debug, Args)]
@@ -27,19 +28,6 @@ pub struct V2vBenchArgs {
 
 /// Silence between a user's turns: room for the reply to play before the next question.
 const GAP_MS: f64 = 6_000.0;
-
-fn raw16k(path: &Path) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
-        .collect())
-}
-
-fn wav16k(path: &Path) -> Result<Vec<f32>> {
-    let wav = hark_audio::read_wav(path)?;
-    Ok(hark_audio::resample(&wav.audio, ASR_SAMPLE_RATE)?.samples)
-}
 
 /// Multi-turn conversations: real recorded speech (pocketsphinx-testdata) and the bundled
 /// espeak-ng questions, each turn followed by a pause.
@@ -56,9 +44,9 @@ fn conversations(testdata: &Path, assets: &Path) -> Result<Vec<(String, AudioBuf
     let mut convs = vec![(
         "commands".to_string(),
         join(vec![
-            raw16k(&testdata.join("goforward.raw"))?,
-            raw16k(&testdata.join("something.raw"))?,
-            wav16k(&testdata.join("cards/005.wav"))?,
+            read_raw(&testdata.join("goforward.raw"))?,
+            read_raw(&testdata.join("something.raw"))?,
+            read_16k(&testdata.join("cards/005.wav"))?,
         ]),
     )];
     let questions: Vec<PathBuf> = ["question-spider", "question-moon", "question-capital"]
@@ -69,14 +57,19 @@ fn conversations(testdata: &Path, assets: &Path) -> Result<Vec<(String, AudioBuf
     if !questions.is_empty() {
         convs.push((
             "questions".to_string(),
-            join(questions.iter().map(|p| wav16k(p)).collect::<Result<_>>()?),
+            join(
+                questions
+                    .iter()
+                    .map(|p| read_16k(p))
+                    .collect::<Result<_>>()?,
+            ),
         ));
     }
     convs.push((
         "reading".to_string(),
         join(vec![
-            wav16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav"))?,
-            wav16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav"))?,
+            read_16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav"))?,
+            read_16k(&testdata.join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav"))?,
         ]),
     ));
     Ok(convs)
