@@ -214,7 +214,9 @@ pub fn listen(
             continue;
         }
         o.silent += 1;
-        if o.silent == 1 {
+        // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
+        let long_enough = ((o.last_speech + 1) * WINDOW).min(samples.len()) - o.start >= min_speech;
+        if o.silent == 1 && long_enough {
             // Silence begins: abandon whatever is decoding and decode the utterance as it is.
             o.partials.retain(|p| p.ready_ms <= now_ms);
             let t = Instant::now();
@@ -243,6 +245,7 @@ pub fn listen(
                     }
                 }
             }
+            _ if !long_enough => c.end_silence_ms,
             _ => cfg.unfinished_end_silence_ms.max(c.end_silence_ms),
         };
         if ms(o.silent * WINDOW) < required_ms && i + 1 < probs.len() {
@@ -251,12 +254,10 @@ pub fn listen(
         // The turn is over (or the input is).
         let o = open.take().expect("open turn");
         let vad_end = ((o.last_speech + 1) * WINDOW).min(samples.len());
-        if vad_end.saturating_sub(o.start) < min_speech {
+        // No final decode ran for a burst too short to be a turn.
+        let Some(cand) = o.candidate else {
             continue;
-        }
-        let cand = o
-            .candidate
-            .expect("a final decode ran when the silence began");
+        };
         let turn = Turn {
             audio_start,
             speech_start: o.start,

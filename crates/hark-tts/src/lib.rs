@@ -232,11 +232,11 @@ impl Voice {
 
     /// Audio of one sentence (no silence added).
     pub fn synthesize_sentence(&mut self, sentence: &str) -> Result<Vec<f32>, TtsError> {
-        self.run(sentence, None)
+        self.run(sentence, &Cancel::new()?)
     }
 
     /// One sentence through the model, stoppable by `cancel`.
-    fn run(&mut self, sentence: &str, cancel: Option<&Cancel>) -> Result<Vec<f32>, TtsError> {
+    fn run(&mut self, sentence: &str, cancel: &Cancel) -> Result<Vec<f32>, TtsError> {
         let phonemes = self.phonemes(sentence)?;
         if phonemes.trim().is_empty() {
             return Ok(Vec::new());
@@ -253,15 +253,16 @@ impl Voice {
             vec![inf.noise_scale, inf.length_scale, inf.noise_w],
         ))
         .map_err(err)?;
-        let multi = self.config.num_speakers > 1;
-        let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
-        let outputs = match (cancel, multi) {
-            (Some(c), true) => self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid], &*c.run),
-            (Some(c), false) => self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales], &*c.run),
-            (None, true) => self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid]),
-            (None, false) => self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales]),
+        let outputs = if self.config.num_speakers > 1 {
+            let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
+            self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid], &*cancel.run)
+        } else {
+            self.session.run_with_options(
+                ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales],
+                &*cancel.run,
+            )
         };
-        if cancel.is_some_and(Cancel::is_cancelled) {
+        if cancel.is_cancelled() {
             return Err(TtsError::Cancelled);
         }
         let outputs = outputs.map_err(err)?;
@@ -291,11 +292,19 @@ impl Voice {
         if let Some(audio) = self.cache.get(chunk) {
             return Ok(audio);
         }
-        let spoken = normalize::normalize(&text::speakable(chunk));
+        let audio = Arc::new(self.speak_text(chunk, cancel)?);
+        self.cache.insert(chunk, Arc::clone(&audio));
+        Ok(audio)
+    }
+
+    /// `text` made speakable (markdown dropped, numbers and symbols in words), then sentence by
+    /// sentence with Piper's pause between sentences.
+    fn speak_text(&mut self, text: &str, cancel: &Cancel) -> Result<Vec<f32>, TtsError> {
+        let spoken = normalize::normalize(&text::speakable(text));
         let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
         let mut samples = Vec::new();
         for sentence in text::sentences(&spoken) {
-            let audio = self.run(&sentence, Some(cancel))?;
+            let audio = self.run(&sentence, cancel)?;
             if audio.is_empty() {
                 continue;
             }
@@ -304,9 +313,7 @@ impl Voice {
             }
             samples.extend(audio);
         }
-        let audio = Arc::new(samples);
-        self.cache.insert(chunk, Arc::clone(&audio));
-        Ok(audio)
+        Ok(samples)
     }
 
     /// Synthesises `phrases` into the phrase cache (start-up acknowledgements).
@@ -331,19 +338,7 @@ impl Voice {
     /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences; markdown
     /// dropped and numbers, money, times, units and symbols spoken in words first.
     pub fn synthesize(&mut self, text: &str) -> Result<AudioBuffer, TtsError> {
-        let spoken = normalize::normalize(&text::speakable(text));
-        let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
-        let mut samples = Vec::new();
-        for sentence in text::sentences(&spoken) {
-            let audio = self.synthesize_sentence(&sentence)?;
-            if audio.is_empty() {
-                continue;
-            }
-            if !samples.is_empty() {
-                samples.extend(std::iter::repeat_n(0.0, gap));
-            }
-            samples.extend(audio);
-        }
+        let samples = self.speak_text(text, &Cancel::new()?)?;
         Ok(AudioBuffer::new(samples, self.sample_rate()))
     }
 }

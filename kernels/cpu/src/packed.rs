@@ -165,13 +165,19 @@ pub fn q4kx8_block(group: &[u8], r: usize, b: usize) -> [u8; Q4K_BYTES] {
     blk
 }
 
-/// The portable version of the AVX2 Q4_K×8 kernel: each row's super-blocks rebuilt and dotted
-/// as in file order.
+/// The portable version of the AVX2 Q4_K×8 kernel: each super-block rebuilt in file order on
+/// the stack and dotted as the row-order fallback does (no allocation per token).
 pub fn dot_q4kx8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
+    const ACT_BYTES: usize = 292;
     let mut out = [0f32; GROUP];
     for (r, o) in out.iter_mut().enumerate() {
-        let row: Vec<u8> = (0..nb).flat_map(|b| q4kx8_block(group, r, b)).collect();
-        *o = crate::scalar::dot(crate::WeightType::Q4K, &row, a, nb * crate::formats::QK_K);
+        *o = (0..nb)
+            .map(|b| {
+                let blk = q4kx8_block(group, r, b);
+                let act = &a[b * ACT_BYTES..(b + 1) * ACT_BYTES];
+                crate::scalar::dot(crate::WeightType::Q4K, &blk, act, crate::formats::QK_K)
+            })
+            .sum();
     }
     out
 }
