@@ -470,16 +470,23 @@ struct SpokenReply {
 
 struct SpokenChunk {
     text: String,
-    /// When the chunk's text was complete and when its audio was ready, ms after the reply's
-    /// clock started.
+    /// When the chunk's text was complete and when its first audio was ready, ms after the
+    /// reply's clock started.
     text_at_ms: f64,
     ready_ms: f64,
+    /// When synthesis of the chunk was over, ms after the reply's clock started.
+    done_ms: f64,
     audio: std::sync::Arc<Vec<f32>>,
+    /// Where each piece of `audio` starts (samples) and when it was ready (ms, reply clock):
+    /// the first chunk streams its first sentence in two pieces.
+    pieces: Vec<(usize, f64)>,
     /// Ends a sentence (a longer pause follows) rather than a clause.
     ends_sentence: bool,
 }
 
 impl SpokenReply {
+    /// Synthesises `chunk`. The reply's first chunk streams: its first audio is ready after a
+    /// short first piece, and the rest of it must only be ready before it is due to play.
     fn speak(
         &mut self,
         voice: &mut Voice,
@@ -492,27 +499,47 @@ impl SpokenReply {
         }
         let text_at_ms = ms_since(started);
         let _span = tracing::info_span!("tts_chunk").entered();
-        match voice.speak_chunk(chunk, cancel) {
+        let mut pieces = Vec::new();
+        let mut samples = 0usize;
+        let result = if self.chunks.is_empty() {
+            voice.stream_chunk(chunk, cancel, &mut |piece| {
+                if !piece.is_empty() {
+                    pieces.push((samples, ms_since(started)));
+                    samples += piece.len();
+                }
+            })
+        } else {
+            voice.speak_chunk(chunk, cancel)
+        };
+        let done_ms = ms_since(started);
+        match result {
             Ok(audio) if audio.is_empty() => {}
-            Ok(audio) => self.chunks.push(SpokenChunk {
-                text: chunk.trim().to_string(),
-                text_at_ms,
-                ready_ms: ms_since(started),
-                audio,
-                ends_sentence: chunk.trim_end().ends_with(['.', '!', '?']),
-            }),
+            Ok(audio) => {
+                if pieces.is_empty() {
+                    pieces.push((0, done_ms));
+                }
+                self.chunks.push(SpokenChunk {
+                    text: chunk.trim().to_string(),
+                    text_at_ms,
+                    ready_ms: pieces[0].1,
+                    done_ms,
+                    audio,
+                    pieces,
+                    ends_sentence: chunk.trim_end().ends_with(['.', '!', '?']),
+                })
+            }
             Err(e) => self.error = Some(e),
         }
     }
 
     /// Time spent synthesising so far, ms.
     fn synthesis_ms(&self) -> f64 {
-        self.chunks.iter().map(|c| c.ready_ms - c.text_at_ms).sum()
+        self.chunks.iter().map(|c| c.done_ms - c.text_at_ms).sum()
     }
 
-    /// The reply as it plays from its first chunk's ready time: each chunk after the one before
-    /// (with a pause after a clause or sentence), or when it is ready if that is later (the
-    /// wait is silence in the output, as a listener would hear it).
+    /// The reply as it plays from its first audio's ready time: each chunk after the one before
+    /// (with a pause after a clause or sentence), each piece when it is ready if that is later
+    /// than its turn to play (the wait is silence in the output, as a listener would hear it).
     /// Also returns where each chunk starts in it (samples) with its text.
     fn playback(&self, rate: u32, sentence_silence: f32) -> (AudioBuffer, Vec<(usize, String)>) {
         let per_ms = rate as f64 / 1000.0;
@@ -529,14 +556,17 @@ impl SpokenReply {
                     CLAUSE_SILENCE
                 };
                 out.extend(std::iter::repeat_n(0.0, (pause * rate as f32) as usize));
+            }
+            starts.push((out.len(), c.text.clone()));
+            for (j, &(from, ready_ms)) in c.pieces.iter().enumerate() {
                 // Not ready yet when its turn to play comes: the listener hears a wait.
-                let due = ((c.ready_ms - first.ready_ms) * per_ms) as usize;
+                let due = ((ready_ms - first.ready_ms) * per_ms) as usize;
                 if due > out.len() {
                     out.resize(due, 0.0);
                 }
+                let to = c.pieces.get(j + 1).map_or(c.audio.len(), |p| p.0);
+                out.extend_from_slice(&c.audio[from..to]);
             }
-            starts.push((out.len(), c.text.clone()));
-            out.extend_from_slice(&c.audio);
         }
         (AudioBuffer::new(out, rate), starts)
     }

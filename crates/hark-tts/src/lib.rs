@@ -1,10 +1,12 @@
 //! Speech synthesis with Piper voices: espeak-ng phonemes, then the voice's VITS model on ONNX
-//! Runtime. Synthesis goes sentence by sentence, as Piper does.
+//! Runtime. Synthesis goes sentence by sentence, as Piper does; the first sentence of a streamed
+//! chunk is decoded in two pieces, a short one first ([`Voice::stream_chunk`]).
 
 pub mod cache;
 mod espeak;
 pub mod normalize;
 pub mod text;
+mod vits;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,6 @@ use std::sync::Arc;
 
 use hark_core::AudioBuffer;
 use ort::session::{RunOptions, Session};
-use ort::value::Tensor;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,25 +71,81 @@ const EOS: char = '$';
 const SILENCE_LEVEL: f32 = 0.005;
 
 /// Cuts the silence VITS puts before and after speech, so a reply starts on its first phoneme.
-/// A 2 ms fade at each cut avoids clicks.
+/// A 2 ms fade over the quiet samples at each cut avoids clicks.
 pub fn trim_silence(audio: &[f32], sample_rate: u32) -> Vec<f32> {
-    let (Some(first), Some(last)) = (
-        audio.iter().position(|s| s.abs() > SILENCE_LEVEL),
-        audio.iter().rposition(|s| s.abs() > SILENCE_LEVEL),
-    ) else {
-        return Vec::new();
-    };
-    let fade = (sample_rate as usize / 500).max(1);
-    let start = first.saturating_sub(fade);
-    let end = (last + fade).min(audio.len() - 1);
-    let mut out = audio[start..=end].to_vec();
-    let n = out.len();
-    for i in 0..fade.min(n) {
-        let g = i as f32 / fade as f32;
-        out[i] *= g;
-        out[n - 1 - i] *= g;
-    }
+    let mut out = Vec::new();
+    let mut trim = Trim::new(sample_rate);
+    trim.push(audio, true, &mut |a| out.extend_from_slice(a));
     out
+}
+
+fn is_loud(s: &f32) -> bool {
+    s.abs() > SILENCE_LEVEL
+}
+
+/// [`trim_silence`] for a sentence that arrives in pieces: nothing is passed on before the
+/// first loud sample (less the fade), quiet samples are held back until more speech follows, and
+/// the sentence ends a fade after its last loud sample. The output is the same however the
+/// sentence is cut.
+struct Trim {
+    fade: usize,
+    started: bool,
+    /// Before the start: the quiet samples just before it, kept for the fade-in. After: the
+    /// quiet samples since the last loud one.
+    held: Vec<f32>,
+}
+
+impl Trim {
+    fn new(sample_rate: u32) -> Self {
+        Trim {
+            fade: (sample_rate as usize / 500).max(1),
+            started: false,
+            held: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, piece: &[f32], last: bool, out: &mut dyn FnMut(&[f32])) {
+        let mut piece = piece;
+        if !self.started {
+            let Some(first) = piece.iter().position(is_loud) else {
+                self.held.extend_from_slice(piece);
+                let excess = self.held.len().saturating_sub(self.fade);
+                self.held.drain(..excess);
+                return;
+            };
+            self.started = true;
+            let mut lead = std::mem::take(&mut self.held);
+            lead.extend_from_slice(&piece[..first]);
+            let keep = lead.len().saturating_sub(self.fade);
+            let lead = &mut lead[keep..];
+            let n = lead.len();
+            for (i, s) in lead.iter_mut().enumerate() {
+                *s *= i as f32 / n as f32;
+            }
+            out(lead);
+            piece = &piece[first..];
+        }
+        match piece.iter().rposition(is_loud) {
+            Some(end) => {
+                if !self.held.is_empty() {
+                    out(&self.held);
+                    self.held.clear();
+                }
+                out(&piece[..=end]);
+                self.held.extend_from_slice(&piece[end + 1..]);
+            }
+            None => self.held.extend_from_slice(piece),
+        }
+        if last {
+            let n = self.fade.min(self.held.len());
+            let tail = &mut self.held[..n];
+            for (i, s) in tail.iter_mut().enumerate() {
+                *s *= (n - i) as f32 / (n + 1) as f32;
+            }
+            out(tail);
+            self.held.clear();
+        }
+    }
 }
 
 /// Stops a reply's synthesis from another thread (a barge-in): the model run in progress is
@@ -120,7 +177,7 @@ impl Cancel {
 
 /// A loaded Piper voice.
 pub struct Voice {
-    session: Session,
+    model: vits::Model,
     config: VoiceConfig,
     espeak_data: PathBuf,
     /// Silence between sentences, seconds (Piper's default is 0.2).
@@ -172,15 +229,25 @@ impl Voice {
             path: model.display().to_string(),
             detail: e.to_string(),
         };
-        let session = Session::builder()
-            .map_err(load_err)?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| load_err(e.into()))?
-            .commit_from_file(model)
-            .map_err(load_err)?;
+        let bytes = std::fs::read(model).map_err(|e| TtsError::Load {
+            path: model.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let session = |bytes: &[u8]| {
+            Session::builder()?
+                .with_intra_threads(threads.max(1))
+                .map_err(ort::Error::<()>::from)?
+                // Three sessions run one after the other, each with its own pool: a pool still
+                // spinning after its run would take the cores from the next (2x slower on two
+                // cores), and one not spinning within a run wakes its threads per operator.
+                .with_config_entry("session.force_spinning_stop", "1")
+                .map_err(ort::Error::<()>::from)?
+                .commit_from_memory(bytes)
+        };
+        let model = vits::Model::load(&bytes, session).map_err(load_err)?;
         let espeak_parent = espeak_data.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(Voice {
-            session,
+            model,
             config,
             espeak_data: espeak_parent,
             sentence_silence: 0.2,
@@ -232,52 +299,56 @@ impl Voice {
 
     /// Audio of one sentence (no silence added).
     pub fn synthesize_sentence(&mut self, sentence: &str) -> Result<Vec<f32>, TtsError> {
-        self.run(sentence, &Cancel::new()?)
+        let mut audio = Vec::new();
+        self.run(sentence, &Cancel::new()?, false, &mut |a| {
+            audio.extend_from_slice(a)
+        })?;
+        Ok(audio)
     }
 
-    /// One sentence through the model, stoppable by `cancel`.
-    fn run(&mut self, sentence: &str, cancel: &Cancel) -> Result<Vec<f32>, TtsError> {
+    /// Whether sentences can be decoded in pieces (the voice's graph was cut into its stages).
+    pub fn streams_sentences(&self) -> bool {
+        self.model.is_staged()
+    }
+
+    /// One sentence through the model, stoppable by `cancel`, its silence trimmed, handed to
+    /// `out` as it is decoded (with `first_piece`, a short first piece ahead of the rest).
+    fn run(
+        &mut self,
+        sentence: &str,
+        cancel: &Cancel,
+        first_piece: bool,
+        out: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), TtsError> {
         let phonemes = self.phonemes(sentence)?;
         if phonemes.trim().is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let ids = self.ids(&phonemes);
         let inf = self.config.inference;
-        let rate = self.sample_rate();
-        let err = |e: ort::Error| TtsError::Synthesis(e.to_string());
-        let n = ids.len();
-        let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
-        let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
-        let scales = Tensor::from_array((
-            [3usize],
-            vec![inf.noise_scale, inf.length_scale, inf.noise_w],
-        ))
-        .map_err(err)?;
-        let outputs = if self.config.num_speakers > 1 {
-            let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(err)?;
-            self.session.run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid], &*cancel.run)
-        } else {
-            self.session.run_with_options(
-                ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales],
-                &*cancel.run,
-            )
+        let request = vits::Request {
+            ids: self.ids(&phonemes),
+            scales: [inf.noise_scale, inf.length_scale, inf.noise_w],
+            speaker: (self.config.num_speakers > 1).then_some(0),
+            run: &cancel.run,
+            first_piece,
         };
-        if cancel.is_cancelled() {
-            return Err(TtsError::Cancelled);
-        }
-        let outputs = outputs.map_err(err)?;
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        let audio: Vec<f32> = audio
-            .iter()
-            .map(|s| {
+        let mut trim = Trim::new(self.sample_rate());
+        let mut clean = Vec::new();
+        let result = self.model.synthesize(request, &mut |audio, last| {
+            clean.clear();
+            clean.extend(audio.iter().map(|s| {
                 if s.is_finite() {
                     s.clamp(-1.0, 1.0)
                 } else {
                     0.0
                 }
-            })
-            .collect();
-        Ok(trim_silence(&audio, rate))
+            }));
+            trim.push(&clean, last, out);
+        });
+        if cancel.is_cancelled() {
+            return Err(TtsError::Cancelled);
+        }
+        result
     }
 
     /// Audio of one chunk of a streamed reply (a clause or a few sentences, as
@@ -286,32 +357,69 @@ impl Voice {
     /// From the phrase cache when the chunk was spoken before. `Err(Cancelled)` once `cancel`
     /// is set, within one model operator.
     pub fn speak_chunk(&mut self, chunk: &str, cancel: &Cancel) -> Result<Arc<Vec<f32>>, TtsError> {
+        self.chunk(chunk, cancel, false, &mut |_| {})
+    }
+
+    /// [`Voice::speak_chunk`], handing the audio to `out` as soon as each piece is decoded: the
+    /// chunk's first sentence comes in two pieces, the first about 190 ms long, so the first
+    /// audio of a reply is ready in the time of the front stage and a short decode. (The cut
+    /// costs a few frames of recomputed context, so later chunks, which only need to be ready
+    /// before their turn to play, are better spoken with `speak_chunk`.)
+    pub fn stream_chunk(
+        &mut self,
+        chunk: &str,
+        cancel: &Cancel,
+        out: &mut dyn FnMut(&[f32]),
+    ) -> Result<Arc<Vec<f32>>, TtsError> {
+        self.chunk(chunk, cancel, true, out)
+    }
+
+    fn chunk(
+        &mut self,
+        chunk: &str,
+        cancel: &Cancel,
+        first_piece: bool,
+        out: &mut dyn FnMut(&[f32]),
+    ) -> Result<Arc<Vec<f32>>, TtsError> {
         if cancel.is_cancelled() {
             return Err(TtsError::Cancelled);
         }
         if let Some(audio) = self.cache.get(chunk) {
+            out(&audio);
             return Ok(audio);
         }
-        let audio = Arc::new(self.speak_text(chunk, cancel)?);
+        let audio = Arc::new(self.speak_text(chunk, cancel, first_piece, out)?);
         self.cache.insert(chunk, Arc::clone(&audio));
         Ok(audio)
     }
 
     /// `text` made speakable (markdown dropped, numbers and symbols in words), then sentence by
-    /// sentence with Piper's pause between sentences.
-    fn speak_text(&mut self, text: &str, cancel: &Cancel) -> Result<Vec<f32>, TtsError> {
+    /// sentence with Piper's pause between sentences, each piece passed to `out` as it is ready.
+    fn speak_text(
+        &mut self,
+        text: &str,
+        cancel: &Cancel,
+        first_piece: bool,
+        out: &mut dyn FnMut(&[f32]),
+    ) -> Result<Vec<f32>, TtsError> {
         let spoken = normalize::normalize(&text::speakable(text));
-        let gap = (self.sentence_silence * self.sample_rate() as f32) as usize;
-        let mut samples = Vec::new();
+        let gap = vec![0.0; (self.sentence_silence * self.sample_rate() as f32) as usize];
+        let mut samples: Vec<f32> = Vec::new();
         for sentence in text::sentences(&spoken) {
-            let audio = self.run(&sentence, cancel)?;
-            if audio.is_empty() {
-                continue;
-            }
-            if !samples.is_empty() {
-                samples.extend(std::iter::repeat_n(0.0, gap));
-            }
-            samples.extend(audio);
+            let mut gap_due = !samples.is_empty();
+            let split = first_piece && samples.is_empty();
+            self.run(&sentence, cancel, split, &mut |audio| {
+                if audio.is_empty() {
+                    return;
+                }
+                if gap_due {
+                    gap_due = false;
+                    samples.extend_from_slice(&gap);
+                    out(&gap);
+                }
+                samples.extend_from_slice(audio);
+                out(audio);
+            })?;
         }
         Ok(samples)
     }
@@ -338,7 +446,7 @@ impl Voice {
     /// Audio of a whole reply, sentence by sentence with Piper's pause between sentences; markdown
     /// dropped and numbers, money, times, units and symbols spoken in words first.
     pub fn synthesize(&mut self, text: &str) -> Result<AudioBuffer, TtsError> {
-        let samples = self.speak_text(text, &Cancel::new()?)?;
+        let samples = self.speak_text(text, &Cancel::new()?, false, &mut |_| {})?;
         Ok(AudioBuffer::new(samples, self.sample_rate()))
     }
 }
@@ -355,7 +463,31 @@ mod tests {
         let out = trim_silence(&audio, 1000);
         assert_eq!(out.len(), 104);
         assert_eq!(out[0], 0.0, "fades in");
-        assert!(out[3] > 0.4);
+        assert_eq!(out[2], 0.5, "speech itself is untouched");
+        assert!(out[103] < 0.001, "fades out");
         assert!(trim_silence(&[0.0; 50], 1000).is_empty());
+    }
+
+    #[test]
+    fn trimming_in_pieces_equals_trimming_whole() {
+        let mut audio = vec![0.001; 300];
+        audio.extend((0..700).map(|i| (i as f32 * 0.3).sin() * 0.5));
+        audio.extend(vec![0.002; 300]);
+        let whole = trim_silence(&audio, 1000);
+        for cuts in [
+            vec![0, 100, 1300],
+            vec![0, 299, 301, 1000, 1299, 1300],
+            vec![0, 1300],
+        ] {
+            let mut trim = super::Trim::new(1000);
+            let mut pieces = Vec::new();
+            for w in cuts.windows(2) {
+                let last = w[1] == audio.len();
+                trim.push(&audio[w[0]..w[1]], last, &mut |a| {
+                    pieces.extend_from_slice(a)
+                });
+            }
+            assert_eq!(pieces, whole, "cut at {cuts:?}");
+        }
     }
 }

@@ -98,8 +98,14 @@ fn a_reply_spoken_chunk_by_chunk_says_what_the_whole_reply_says() {
     assert_eq!(chunks[0], "Sure,", "the first chunk is the first clause");
     let cancel = Cancel::new().unwrap();
     let mut streamed = Vec::new();
-    for c in &chunks {
-        streamed.extend_from_slice(&v.speak_chunk(c, &cancel).unwrap());
+    for (i, c) in chunks.iter().enumerate() {
+        // As the pipeline speaks a reply: the first chunk streams.
+        let audio = if i == 0 {
+            v.stream_chunk(c, &cancel, &mut |_| {}).unwrap()
+        } else {
+            v.speak_chunk(c, &cancel).unwrap()
+        };
+        streamed.extend_from_slice(&audio);
     }
     let whole = v.synthesize(reply).unwrap();
     let rate = v.sample_rate();
@@ -113,6 +119,39 @@ fn a_reply_spoken_chunk_by_chunk_says_what_the_whole_reply_says() {
     // About as long (chunk joins are trimmed, sentence pauses differ a little).
     let ratio = streamed.len() as f64 / whole.samples.len() as f64;
     assert!((0.8..1.2).contains(&ratio), "{ratio}");
+}
+
+#[test]
+fn a_streamed_chunk_comes_in_pieces_that_make_up_the_whole() {
+    let mut v = voice();
+    assert!(
+        v.streams_sentences(),
+        "the joe voice is cut into its stages"
+    );
+    let mut asr = ears();
+    let cancel = Cancel::new().unwrap();
+    let mut pieces: Vec<Vec<f32>> = Vec::new();
+    let text = "The capital of Italy is Rome. It is a very old city.";
+    let audio = v
+        .stream_chunk(text, &cancel, &mut |p| pieces.push(p.to_vec()))
+        .unwrap();
+    let lengths: Vec<usize> = pieces.iter().map(Vec::len).collect();
+    assert_eq!(
+        pieces.concat(),
+        *audio,
+        "the pieces are the audio, in order"
+    );
+    // The first sentence's short first piece (at most 16 frames of 256 samples) comes first.
+    assert!(
+        pieces.len() >= 3 && lengths[0] <= 16 * 256 && lengths[0] > 0,
+        "{lengths:?}"
+    );
+    let heard = hear(&mut asr, &audio, v.sample_rate());
+    assert!(wer(text, &heard) <= 0.2, "{heard:?}");
+    // Heard before: one piece, from the cache.
+    let mut again = 0;
+    v.stream_chunk(text, &cancel, &mut |_| again += 1).unwrap();
+    assert_eq!(again, 1);
 }
 
 #[test]
