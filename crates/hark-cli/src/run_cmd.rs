@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// it is spoken.
     #[arg(long)]
     sequential_asr: bool,
+    /// Do not prefill what the user has said so far into the LLM while they speak (nor decode
+    /// partial transcripts for it); the whole message is then prefilled at the turn's end.
+    #[arg(long)]
+    no_partial_prefill: bool,
     /// Synthesise the reply only once it is complete (the sequential baseline) instead of
     /// chunk by chunk as it is generated.
     #[arg(long)]
@@ -228,8 +232,10 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         unfinished_end_silence_ms: args.unfinished_silence_ms.max(32.0),
         window,
         final_threads: config.threads,
+        partials: !args.no_partial_prefill,
         ..ListenConfig::default()
     });
+    config.prefill_partials = !args.no_partial_prefill && !args.sequential_asr;
     config.max_reply_tokens = args.max_reply_tokens.max(1);
     config.max_reply_sentences = args.max_reply_sentences;
     config.turn.end_silence_ms = args.end_silence_ms.max(32.0);

@@ -45,6 +45,9 @@ pub struct PipelineConfig {
     /// Streaming recognition and transcript-aware turn ends ([`crate::listen`]); `None`: the
     /// sequential baseline, which waits for the turn end and then decodes the whole turn.
     pub listen: Option<ListenConfig>,
+    /// Prefill committed partial transcripts into the LLM's cache while the user speaks (needs
+    /// the listener's partials).
+    pub prefill_partials: bool,
     /// Suppress noise (RNNoise) before voice activity detection and recognition.
     pub denoise: bool,
     /// Speak each chunk of the reply as soon as it is generated; `false`: the sequential
@@ -72,7 +75,11 @@ impl PipelineConfig {
             context: 2048,
             turn: TurnConfig::default(),
             asr_window: hark_asr::DEFAULT_WINDOW,
-            listen: Some(ListenConfig::default()),
+            listen: Some(ListenConfig {
+                partials: true,
+                ..ListenConfig::default()
+            }),
+            prefill_partials: true,
             denoise: false,
             stream_speech: true,
         }

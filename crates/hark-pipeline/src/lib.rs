@@ -136,13 +136,60 @@ impl Pipeline {
         self.history.clear();
     }
 
-    fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
+    fn prompt_text(&self, history: &[ChatMessage]) -> String {
         let mut messages = vec![ChatMessage::new(
             Role::System,
             self.config.system_prompt.clone(),
         )];
         messages.extend_from_slice(history);
-        Ok(self.engine.tokenizer().encode(&chatml_prompt(&messages))?)
+        chatml_prompt(&messages)
+    }
+
+    fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
+        Ok(self.engine.tokenizer().encode(&self.prompt_text(history))?)
+    }
+
+    /// Prefills the next user message as far as `stable`, the part of what the user is saying
+    /// that streaming recognition has committed: the cache then holds the system prompt, the
+    /// conversation so far and the start of the message, so at the turn's end only the rest is
+    /// computed. A revised partial rolls the cache back to where the tokens differ
+    /// (`Session::sync` keeps only the common prefix), so nothing stale is left for the reply.
+    /// Returns how many tokens were computed.
+    pub fn prefill_partial(&mut self, stable: &str) -> Result<usize, PipelineError> {
+        let stable = stable.trim();
+        if stable.is_empty() {
+            return Ok(0);
+        }
+        let mut history = self.history.clone();
+        history.push(ChatMessage::new(Role::User, stable));
+        let prompt = self.prompt_text(&history);
+        // The message is not over: leave it open (no end-of-message, no assistant header).
+        let open = prompt
+            .strip_suffix("<|im_end|>\n<|im_start|>assistant\n")
+            .unwrap_or(&prompt);
+        let tokens = self.engine.tokenizer().encode(open)?;
+        let room = self
+            .session
+            .capacity()
+            .saturating_sub(self.config.max_reply_tokens);
+        if tokens.len() > room {
+            return Ok(0);
+        }
+        let _span = tracing::info_span!("prefill_partial").entered();
+        Ok(self.session.sync(&tokens)?.1)
+    }
+
+    /// Answers a typed turn: the reply's text, its audio and the turn's LLM and TTS figures
+    /// (there is no speech, so no endpoint or recognition spans).
+    pub fn respond(&mut self, text: &str) -> Result<(TurnRecord, AudioBuffer), PipelineError> {
+        let mut rec = TurnRecord {
+            schema: SCHEMA_VERSION,
+            turn: self.history.len() / 2 + 1,
+            transcript: text.to_string(),
+            ..TurnRecord::default()
+        };
+        let audio = self.answer(text, &mut rec)?;
+        Ok((rec, audio))
     }
 
     /// The prompt for the next reply, dropping the oldest exchanges until it leaves room for the
@@ -230,6 +277,12 @@ impl Pipeline {
                 tracing::info!(turn = number, played_ms, "barge-in: the last reply stopped");
                 self.keep_heard_part_of_last_reply(played_ms, timeline.sample_rate());
             }
+            let partials = streamed
+                .as_ref()
+                .map(|h| h.partials.clone())
+                .unwrap_or_default();
+            // The LLM is free for partial prefills once the last reply's work is done.
+            let llm_free_ms = busy_until_ms;
             let transcript = match streamed {
                 Some(h) => {
                     // Recognition ran while the user spoke; a machine still busy with the last
@@ -267,10 +320,18 @@ impl Pipeline {
                 continue;
             }
             rec.transcript = transcript.text.clone();
+            let transcript_ready_ms = turn.decided_ms() + rec.spans.asr_final;
+            let prefilled_ms = if self.config.prefill_partials {
+                self.prefill_partials(&partials, llm_free_ms, transcript_ready_ms)
+            } else {
+                llm_free_ms
+            };
 
             let t = Instant::now();
             let answer = self.answer(&transcript.text, &mut rec);
-            busy_until_ms += ms_since(t);
+            // A partial prefill still running when the transcript is ready delays the reply.
+            rec.spans.llm_ttft += (prefilled_ms - transcript_ready_ms).max(0.0);
+            busy_until_ms = busy_until_ms.max(prefilled_ms) + ms_since(t);
             match answer {
                 Ok(audio) => {
                     let ready_ms = turn.decided_ms()
@@ -344,6 +405,38 @@ impl Pipeline {
             }
         }
         self.last_reply.clear();
+    }
+
+    /// Prefills each newly committed partial of a turn as recognition produced it, on the
+    /// input's clock: a prefill starts when its partial is ready and the LLM is free (from
+    /// `free_ms`), and none starts once the final transcript is ready at `final_ms`. Returns
+    /// when the last one finished. (The partial decodes run on one thread meanwhile; the two
+    /// share the cores in a live run, which this clock does not model.)
+    fn prefill_partials(
+        &mut self,
+        partials: &[listen::Partial],
+        free_ms: f64,
+        final_ms: f64,
+    ) -> f64 {
+        let mut free_ms = free_ms;
+        let mut last = "";
+        for p in partials {
+            if p.stable.is_empty() || p.stable == last {
+                continue;
+            }
+            let start = p.ready_ms.max(free_ms);
+            if start >= final_ms {
+                break;
+            }
+            let t = Instant::now();
+            if let Err(e) = self.prefill_partial(&p.stable) {
+                tracing::warn!("prefilling a partial transcript: {e}");
+                break;
+            }
+            free_ms = start + ms_since(t);
+            last = &p.stable;
+        }
+        free_ms
     }
 
     /// Computes the KV cache for the next turn's prompt as far as it is known: the system
