@@ -144,6 +144,9 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             "streaming": {"turns": streaming.len(), "v2v_ms_p50": s50, "v2v_ms_p95": s95, "spans_ms_p50": spans(&streaming)},
             "sequential": {"turns": sequential.len(), "v2v_ms_p50": q50, "v2v_ms_p95": q95, "spans_ms_p50": spans(&sequential)},
             "speedup_p50": q50 / s50,
+            "preemptive": {"started_before_decision": streaming.iter().filter(|t| t.head_start_ms > 0.0).count(),
+                           "head_start_ms": streaming.iter().map(|t| t.head_start_ms).collect::<Vec<_>>(),
+                           "dropped": streaming.iter().map(|t| t.preemptive_dropped).sum::<usize>()},
             "turns": streaming.iter().map(|t| json!({"input": t.input, "turn": t.turn, "transcript": t.transcript, "v2v_ms": t.v2v_ms})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -172,6 +175,20 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             span_of(&sequential, key)
         )?;
     }
+    let ahead: Vec<f64> = streaming
+        .iter()
+        .map(|t| t.head_start_ms)
+        .filter(|&h| h > 0.0)
+        .collect();
+    writeln!(
+        out,
+        "preemptive replies: {} of {} started before the turn was decided (head start p50 {:.0} ms); \
+         {} transcripts decoded at a pause were spoken past (their replies thrown away)",
+        ahead.len(),
+        streaming.len(),
+        if ahead.is_empty() { 0.0 } else { median(ahead.clone()) },
+        streaming.iter().map(|t| t.preemptive_dropped).sum::<usize>()
+    )?;
     writeln!(
         out,
         "turns answered: {} streaming, {} sequential (spans are medians; ratio: sequential ÷ streaming)",

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// partial transcripts for it); the whole message is then prefilled at the turn's end.
     #[arg(long)]
     no_partial_prefill: bool,
+    /// Do not start the reply on the transcript decoded at the pause; wait until the silence
+    /// has ended the turn (preemptive replies are on by default; see the README).
+    #[arg(long)]
+    no_preemptive: bool,
     /// Synthesise the reply only once it is complete (the sequential baseline) instead of
     /// chunk by chunk as it is generated.
     #[arg(long)]
@@ -236,6 +240,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         ..ListenConfig::default()
     });
     config.prefill_partials = !args.no_partial_prefill && !args.sequential_asr;
+    config.preemptive = !args.no_preemptive && !args.sequential_asr;
     config.max_reply_tokens = args.max_reply_tokens.max(1);
     config.max_reply_sentences = args.max_reply_sentences;
     config.turn.end_silence_ms = args.end_silence_ms.max(32.0);

@@ -83,6 +83,14 @@ pub struct EngineFigures {
     pub peak_memory_mb: f64,
 }
 
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_count(v: &usize) -> bool {
+    *v == 0
+}
+
 /// One turn of a conversation, as `--trace` writes it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnRecord {
@@ -101,6 +109,16 @@ pub struct TurnRecord {
     pub reply_duration_ms: f64,
     pub v2v_ms: f64,
     pub spans: Spans,
+    /// How much of the reply's work was done before the turn was decided, ms: a preemptive
+    /// reply starts on the transcript decoded at the pause, while the silence that ends the turn
+    /// is still being waited for. The spans count only what remained after the decision, so they
+    /// still add up to `v2v_ms`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub head_start_ms: f64,
+    /// Transcripts decoded at a pause in this turn that the user then spoke past: preemptive
+    /// replies started on them were thrown away.
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub preemptive_dropped: usize,
     #[serde(flatten)]
     pub engine: EngineFigures,
     /// Set when a stage failed and the turn ended without a (complete) reply.

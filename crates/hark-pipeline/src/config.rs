@@ -48,6 +48,10 @@ pub struct PipelineConfig {
     /// Prefill committed partial transcripts into the LLM's cache while the user speaks (needs
     /// the listener's partials).
     pub prefill_partials: bool,
+    /// Start the reply on the transcript decoded at the pause, before the silence that ends the
+    /// turn is over; it plays once the turn is decided (if the user speaks again, the listener
+    /// drops that transcript and the turn goes on).
+    pub preemptive: bool,
     /// Suppress noise (RNNoise) before voice activity detection and recognition.
     pub denoise: bool,
     /// Speak each chunk of the reply as soon as it is generated; `false`: the sequential
@@ -80,6 +84,7 @@ impl PipelineConfig {
                 ..ListenConfig::default()
             }),
             prefill_partials: true,
+            preemptive: true,
             denoise: false,
             stream_speech: true,
         }

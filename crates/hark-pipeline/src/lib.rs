@@ -283,12 +283,19 @@ impl Pipeline {
                 .unwrap_or_default();
             // The LLM is free for partial prefills once the last reply's work is done.
             let llm_free_ms = busy_until_ms;
+            // When the transcript decoded at the pause was ready, if a preemptive reply may
+            // start on it before the turn is decided.
+            let mut candidate_ready_ms = None;
             let transcript = match streamed {
                 Some(h) => {
                     // Recognition ran while the user spoke; a machine still busy with the last
                     // reply when the final decode began would have started it later.
                     let ready_ms = h.final_started_ms.max(busy_until_ms) + h.final_spent_ms;
                     rec.spans.asr_final = (ready_ms - turn.decided_ms()).max(0.0);
+                    if self.config.preemptive {
+                        candidate_ready_ms = Some(ready_ms);
+                        rec.preemptive_dropped = h.dropped_finals;
+                    }
                     busy_until_ms = busy_until_ms.max(ready_ms).max(turn.decided_ms());
                     Ok(h.transcript)
                 }
@@ -320,18 +327,45 @@ impl Pipeline {
                 continue;
             }
             rec.transcript = transcript.text.clone();
-            let transcript_ready_ms = turn.decided_ms() + rec.spans.asr_final;
+            // From the decision on, the listener has nothing left to do for this turn.
+            let decided_ms = turn.decided_ms() + rec.spans.asr_final;
+            let transcript_ready_ms = candidate_ready_ms.unwrap_or(decided_ms).min(decided_ms);
             let prefilled_ms = if self.config.prefill_partials {
                 self.prefill_partials(&partials, llm_free_ms, transcript_ready_ms)
             } else {
                 llm_free_ms
             };
+            // The reply starts once the transcript is ready and any partial prefill is done.
+            let start_ms = transcript_ready_ms.max(prefilled_ms);
 
             let t = Instant::now();
             let answer = self.answer(&transcript.text, &mut rec);
-            // A partial prefill still running when the transcript is ready delays the reply.
-            rec.spans.llm_ttft += (prefilled_ms - transcript_ready_ms).max(0.0);
-            busy_until_ms = busy_until_ms.max(prefilled_ms) + ms_since(t);
+            let answer_ms = ms_since(t);
+            busy_until_ms = busy_until_ms.max(start_ms + answer_ms);
+            if answer.is_ok() {
+                // Each stage on the input's clock, then only what lies after the decision
+                // counts in the spans (a preemptive reply did the rest during the endpoint).
+                let spans = &mut rec.spans;
+                let lengths = [
+                    start_ms - transcript_ready_ms + spans.llm_ttft,
+                    spans.first_clause,
+                    spans.tts_first_audio,
+                ];
+                let mut at = transcript_ready_ms;
+                for (span, length) in [
+                    &mut spans.llm_ttft,
+                    &mut spans.first_clause,
+                    &mut spans.tts_first_audio,
+                ]
+                .into_iter()
+                .zip(lengths)
+                {
+                    let end = at + length;
+                    *span = (end - at.max(decided_ms)).max(0.0);
+                    at = end;
+                }
+                rec.head_start_ms = (decided_ms - transcript_ready_ms).max(0.0);
+            }
             match answer {
                 Ok(audio) => {
                     let ready_ms = turn.decided_ms()
@@ -487,7 +521,10 @@ impl Pipeline {
         let prompt_ms = ms_since(started);
         let cancel = hark_tts::Cancel::new()?;
         let mut chunker = Chunker::new();
-        let mut spoken = SpokenReply::default();
+        let mut spoken = SpokenReply {
+            stream_first: self.config.stream_speech,
+            ..SpokenReply::default()
+        };
         let voice = &mut self.voice;
         let stream = self.config.stream_speech;
         let mut generation = {
@@ -557,6 +594,9 @@ impl Pipeline {
 /// A reply's audio as it was synthesised chunk by chunk.
 #[derive(Default)]
 struct SpokenReply {
+    /// Stream the first chunk's first sentence in pieces (off: the sequential baseline, which
+    /// synthesises the whole reply at once).
+    stream_first: bool,
     chunks: Vec<SpokenChunk>,
     error: Option<hark_tts::TtsError>,
 }
@@ -594,7 +634,7 @@ impl SpokenReply {
         let _span = tracing::info_span!("tts_chunk").entered();
         let mut pieces = Vec::new();
         let mut samples = 0usize;
-        let result = if self.chunks.is_empty() {
+        let result = if self.chunks.is_empty() && self.stream_first {
             voice.stream_chunk(chunk, cancel, &mut |piece| {
                 if !piece.is_empty() {
                     pieces.push((samples, ms_since(started)));

@@ -81,6 +81,9 @@ pub struct HeardTurn {
     /// ms: a pipeline whose machine was still busy then can place it later.
     pub final_started_ms: f64,
     pub final_spent_ms: f64,
+    /// Transcripts decoded at a pause that were ready before the user spoke again: a preemptive
+    /// reply started on each would have been thrown away.
+    pub dropped_finals: usize,
 }
 
 /// How finished a transcript reads, for choosing the end-of-turn silence.
@@ -143,6 +146,7 @@ struct Open {
     partials: Vec<Partial>,
     decode_ms: f64,
     candidate: Option<Candidate>,
+    dropped_finals: usize,
 }
 
 fn ms(samples: usize) -> f64 {
@@ -183,6 +187,7 @@ pub fn listen(
                     partials: Vec::new(),
                     decode_ms: 0.0,
                     candidate: None,
+                    dropped_finals: 0,
                 });
             }
             continue;
@@ -190,7 +195,9 @@ pub fn listen(
         let audio_start = o.start.saturating_sub(pre_roll);
         if p >= c.neg_threshold {
             // Speech (again): a final decode made at the pause no longer applies.
-            o.candidate = None;
+            if o.candidate.take().is_some_and(|c| c.ready_ms <= now_ms) {
+                o.dropped_finals += 1;
+            }
             o.last_speech = i;
             o.silent = 0;
             if cfg.partials && now >= o.next_hop && free_ms <= now_ms {
@@ -272,6 +279,7 @@ pub fn listen(
             transcript: cand.transcript,
             partials: o.partials,
             decode_ms: o.decode_ms,
+            dropped_finals: o.dropped_finals,
             turn,
         });
     }
@@ -300,6 +308,7 @@ pub fn listen(
                 decode_ms: o.decode_ms + spent,
                 final_started_ms: begin_ms,
                 final_spent_ms: spent,
+                dropped_finals: o.dropped_finals,
                 turn,
             });
         }
