@@ -24,7 +24,13 @@ pub enum AsrError {
     Load { path: String, detail: String },
     #[error("recognition failed: {0}")]
     Decode(String),
+    /// The abort check ([`Transcriber::set_abort`]) stopped the decode.
+    #[error("recognition aborted")]
+    Aborted,
 }
+
+/// Asked between graph nodes during a decode: `true` stops it ([`AsrError::Aborted`]).
+pub type AbortCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Recognition settings.
 #[derive(Debug, Clone)]
@@ -96,6 +102,7 @@ pub struct Transcriber {
     state: WhisperState,
     config: AsrConfig,
     multilingual: bool,
+    abort: Option<AbortCheck>,
 }
 
 /// Whisper pads everything to at least this much audio; we pad short turns ourselves with
@@ -126,7 +133,14 @@ impl Transcriber {
             state,
             config,
             multilingual,
+            abort: None,
         })
+    }
+
+    /// Makes every later decode stop as soon as `check` returns true (whisper.cpp asks between
+    /// graph nodes): a live listener abandons a partial decode the moment the user falls silent.
+    pub fn set_abort(&mut self, check: Option<AbortCheck>) {
+        self.abort = check;
     }
 
     /// Transcribes 16 kHz mono speech with the configured window and threads. Silence and noise
@@ -244,9 +258,24 @@ impl Transcriber {
         if let Some(n) = max_tokens {
             params.set_max_tokens(n as i32);
         }
-        self.state
-            .full(params, audio)
-            .map_err(|e| AsrError::Decode(e.to_string()))?;
+        // whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of the wrong
+        // type (it crashes), so the check goes through our own trampoline. It points at
+        // `abort`, which outlives the decode below.
+        let abort = self.abort.clone();
+        if let Some(check) = &abort {
+            // SAFETY: the callback only reads `check` through a shared reference; `abort` is
+            // alive until `full` has returned.
+            unsafe {
+                params.set_abort_callback(Some(abort_trampoline));
+                params.set_abort_callback_user_data(
+                    check as *const AbortCheck as *mut std::ffi::c_void,
+                );
+            }
+        }
+        self.state.full(params, audio).map_err(|e| match &abort {
+            Some(check) if check() => AsrError::Aborted,
+            _ => AsrError::Decode(e.to_string()),
+        })?;
         let mut text = String::new();
         let mut no_speech_prob = 0.0f32;
         let mut tokens = 0usize;
@@ -275,6 +304,13 @@ impl Transcriber {
             tokens,
         ))
     }
+}
+
+/// whisper.cpp's abort callback: asks the [`AbortCheck`] that `data` points at.
+unsafe extern "C" fn abort_trampoline(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` is the `&AbortCheck` that `Transcriber::decode` set, alive for the decode.
+    let check = unsafe { &*(data as *const AbortCheck) };
+    check()
 }
 
 /// `samples`, padded with silence to Whisper's shortest useful length so very short words are

@@ -126,3 +126,39 @@ fn an_utterance_longer_than_30_seconds_is_heard_to_its_end() {
         "cut before the end: {text:?}"
     );
 }
+
+#[test]
+fn an_abort_check_stops_a_decode_and_the_next_decode_works() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let audio = speech();
+    let mut asr = transcriber(EncoderWindow::Full);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    asr.set_abort(Some(Arc::new(move || flag.load(Ordering::Relaxed))));
+    // Set mid-decode. (whisper.cpp asks between its encoder and each decoder step, not inside
+    // the encoder, so the decode stops once the encoder is through.)
+    let setter = Arc::clone(&stop);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        setter.store(true, Ordering::Relaxed);
+    });
+    let result = asr.transcribe(&audio);
+    stopper.join().unwrap();
+    assert!(
+        matches!(result, Err(hark_asr::AsrError::Aborted)),
+        "{result:?}"
+    );
+    // Set before: no words come out.
+    assert!(matches!(
+        asr.transcribe(&audio),
+        Err(hark_asr::AsrError::Aborted)
+    ));
+    stop.store(false, Ordering::Relaxed);
+    assert_eq!(
+        asr.transcribe(&audio).unwrap().text,
+        "Go forward 10 meters."
+    );
+}

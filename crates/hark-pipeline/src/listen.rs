@@ -153,32 +153,100 @@ fn ms(samples: usize) -> f64 {
     samples_to_ms(samples, ASR_SAMPLE_RATE)
 }
 
-/// Turns and transcripts of `samples` (16 kHz mono), given the VAD's speech probability for
-/// each [`WINDOW`] of them. `turn` holds the voice-activity thresholds, the end-of-turn silence
-/// used while the transcript does not say otherwise, the shortest turn and the pre-roll.
-pub fn listen(
-    probs: &[f32],
-    samples: &[f32],
-    asr: &mut Transcriber,
-    turn: &TurnConfig,
-    cfg: &ListenConfig,
-) -> Result<Vec<HeardTurn>, hark_asr::AsrError> {
-    let c = turn;
-    let pre_roll = hark_core::audio::ms_to_samples(c.pre_roll_ms, ASR_SAMPLE_RATE);
-    let min_speech = hark_core::audio::ms_to_samples(c.min_speech_ms, ASR_SAMPLE_RATE);
-    let floor_db = noise_floor_db(samples);
-    let mut heard = Vec::new();
-    // When the recogniser is next free, ms on the input's clock.
-    let mut free_ms = 0f64;
-    let mut open: Option<Open> = None;
+/// Where a decode's end falls on the input's clock.
+pub trait DecodeClock {
+    /// A decode that began when the input reached `now_ms` and computed for `spent_ms` ends
+    /// at the returned time, ms on the input's clock.
+    fn finished(&self, now_ms: f64, spent_ms: f64) -> f64;
+}
 
-    for (i, &p) in probs.iter().enumerate() {
+/// Offline: the input is all there, and each decode is placed where a live listener would have
+/// run it: from the moment its audio arrived, for its measured time.
+pub struct SampleClock;
+
+impl DecodeClock for SampleClock {
+    fn finished(&self, now_ms: f64, spent_ms: f64) -> f64 {
+        now_ms + spent_ms
+    }
+}
+
+/// Live: the input arrives in real time from `start`, so a decode ends when it ends.
+pub struct WallClock {
+    pub start: Instant,
+}
+
+impl DecodeClock for WallClock {
+    fn finished(&self, _now_ms: f64, _spent_ms: f64) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+}
+
+/// What the listener reports as it hears.
+#[derive(Debug, Clone)]
+pub enum Heard {
+    /// The voice activity detector heard a turn begin, ms on the input's clock.
+    SpeechStarted(f64),
+    /// A partial hypothesis of the turn being spoken.
+    Partial(Partial),
+    /// A turn, ended and transcribed.
+    Turn(HeardTurn),
+}
+
+/// The listener's state, fed one VAD window at a time ([`Listener::push`]) and closed at the
+/// input's end ([`Listener::finish`]). [`listen`] runs it over a whole input.
+pub struct Listener {
+    turn: TurnConfig,
+    cfg: ListenConfig,
+    pre_roll: usize,
+    min_speech: usize,
+    /// The input's noise floor, when the whole input is known; live, it is measured on what
+    /// has arrived when a turn ends.
+    floor_db: Option<f32>,
+    /// When the recogniser is next free, ms on the input's clock.
+    free_ms: f64,
+    /// Windows pushed so far.
+    windows: usize,
+    open: Option<Open>,
+}
+
+impl Listener {
+    pub fn new(turn: &TurnConfig, cfg: &ListenConfig, floor_db: Option<f32>) -> Self {
+        Listener {
+            turn: *turn,
+            cfg: *cfg,
+            pre_roll: hark_core::audio::ms_to_samples(turn.pre_roll_ms, ASR_SAMPLE_RATE),
+            min_speech: hark_core::audio::ms_to_samples(turn.min_speech_ms, ASR_SAMPLE_RATE),
+            floor_db,
+            free_ms: 0.0,
+            windows: 0,
+            open: None,
+        }
+    }
+
+    /// Whether a turn is being heard (speech started and not yet ended).
+    pub fn in_turn(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The next window's speech probability `p`; `samples` is the input so far (16 kHz mono,
+    /// through at least this window). Decodes run on `asr` and are placed by `clock`.
+    pub fn push(
+        &mut self,
+        p: f32,
+        samples: &[f32],
+        asr: &mut Transcriber,
+        clock: &dyn DecodeClock,
+        heard: &mut Vec<Heard>,
+    ) -> Result<(), hark_asr::AsrError> {
+        let (c, cfg) = (self.turn, self.cfg);
+        let i = self.windows;
+        self.windows += 1;
         // This window's probability is known once the window has arrived.
         let now = ((i + 1) * WINDOW).min(samples.len());
         let now_ms = ms(now);
-        let Some(o) = open.as_mut() else {
+        let Some(o) = self.open.as_mut() else {
             if p >= c.threshold {
-                open = Some(Open {
+                self.open = Some(Open {
                     start: i * WINDOW,
                     last_speech: i,
                     silent: 0,
@@ -189,10 +257,11 @@ pub fn listen(
                     candidate: None,
                     dropped_finals: 0,
                 });
+                heard.push(Heard::SpeechStarted(ms(i * WINDOW)));
             }
-            continue;
+            return Ok(());
         };
-        let audio_start = o.start.saturating_sub(pre_roll);
+        let audio_start = o.start.saturating_sub(self.pre_roll);
         if p >= c.neg_threshold {
             // Speech (again): a final decode made at the pause no longer applies.
             if o.candidate.take().is_some_and(|c| c.ready_ms <= now_ms) {
@@ -200,43 +269,56 @@ pub fn listen(
             }
             o.last_speech = i;
             o.silent = 0;
-            if cfg.partials && now >= o.next_hop && free_ms <= now_ms {
+            if cfg.partials && now >= o.next_hop && self.free_ms <= now_ms {
                 let t = Instant::now();
                 let text =
-                    asr.transcribe_partial(&samples[audio_start..now], cfg.stream.threads)?;
+                    match asr.transcribe_partial(&samples[audio_start..now], cfg.stream.threads) {
+                        Err(hark_asr::AsrError::Aborted) => None,
+                        other => other?,
+                    };
                 let spent = t.elapsed().as_secs_f64() * 1000.0;
                 o.decode_ms += spent;
-                free_ms = now_ms + spent;
+                self.free_ms = clock.finished(now_ms, spent);
                 o.next_hop = now + cfg.stream.hop_samples;
                 if let Some(text) = text {
                     o.agreement.update(&text);
-                    o.partials.push(Partial {
-                        ready_ms: free_ms,
+                    let partial = Partial {
+                        ready_ms: self.free_ms,
                         audio_ms: now_ms,
                         text,
                         stable: o.agreement.stable(),
-                    });
+                    };
+                    heard.push(Heard::Partial(partial.clone()));
+                    o.partials.push(partial);
                 }
             }
-            continue;
+            return Ok(());
         }
         o.silent += 1;
         // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
-        let long_enough = ((o.last_speech + 1) * WINDOW).min(samples.len()) - o.start >= min_speech;
+        let long_enough =
+            ((o.last_speech + 1) * WINDOW).min(samples.len()) - o.start >= self.min_speech;
         if o.silent == 1 && long_enough {
             // Silence begins: abandon whatever is decoding and decode the utterance as it is.
             o.partials.retain(|p| p.ready_ms <= now_ms);
             let t = Instant::now();
-            let transcript =
-                asr.transcribe_with(&samples[audio_start..now], cfg.window, cfg.final_threads)?;
+            let decoded =
+                asr.transcribe_with(&samples[audio_start..now], cfg.window, cfg.final_threads);
             let spent = t.elapsed().as_secs_f64() * 1000.0;
             o.decode_ms += spent;
-            free_ms = now_ms + spent;
-            o.candidate = Some(Candidate {
-                transcript,
-                started_ms: now_ms,
-                ready_ms: free_ms,
-            });
+            self.free_ms = clock.finished(now_ms, spent);
+            match decoded {
+                // Stopped because the user spoke again: the turn goes on.
+                Err(hark_asr::AsrError::Aborted) => {}
+                Err(e) => return Err(e),
+                Ok(transcript) => {
+                    o.candidate = Some(Candidate {
+                        transcript,
+                        started_ms: now_ms,
+                        ready_ms: self.free_ms,
+                    })
+                }
+            }
         }
         // The transcript decides how long a silence ends the turn; until it is known only the
         // longest silence does. Waiting for it costs nothing: the reply needs it anyway.
@@ -255,25 +337,34 @@ pub fn listen(
             _ if !long_enough => c.end_silence_ms,
             _ => cfg.unfinished_end_silence_ms.max(c.end_silence_ms),
         };
-        if ms(o.silent * WINDOW) < required_ms && i + 1 < probs.len() {
-            continue;
+        if ms(o.silent * WINDOW) < required_ms {
+            return Ok(());
         }
-        // The turn is over (or the input is).
-        let o = open.take().expect("open turn");
+        if let Some(t) = self.close(now, samples) {
+            heard.push(Heard::Turn(t));
+        }
+        Ok(())
+    }
+
+    /// The turn ends at `now` (samples): the one in silence with its transcript, or nothing for
+    /// a burst too short to be a turn (no final decode ran for it).
+    fn close(&mut self, now: usize, samples: &[f32]) -> Option<HeardTurn> {
+        let o = self.open.take()?;
+        let cand = o.candidate?;
+        let audio_start = o.start.saturating_sub(self.pre_roll);
         let vad_end = ((o.last_speech + 1) * WINDOW).min(samples.len());
-        // No final decode ran for a burst too short to be a turn.
-        let Some(cand) = o.candidate else {
-            continue;
-        };
+        let floor_db = self
+            .floor_db
+            .unwrap_or_else(|| noise_floor_db(&samples[..now]));
         let turn = Turn {
             audio_start,
             speech_start: o.start,
             speech_end: precise_speech_end(samples, o.start, vad_end, floor_db),
             decided_at: now,
         };
-        heard.push(HeardTurn {
+        Some(HeardTurn {
             endpoint_ms: turn.decided_ms() - turn.speech_end_ms(),
-            asr_final_ms: (cand.ready_ms - now_ms).max(0.0),
+            asr_final_ms: (cand.ready_ms - ms(now)).max(0.0),
             final_started_ms: cand.started_ms,
             final_spent_ms: cand.ready_ms - cand.started_ms,
             transcript: cand.transcript,
@@ -281,39 +372,91 @@ pub fn listen(
             decode_ms: o.decode_ms,
             dropped_finals: o.dropped_finals,
             turn,
-        });
+        })
     }
-    // Speech running to the end of the input: the input's end decides the turn.
-    if let Some(o) = open {
+
+    /// The input has ended after `samples`: a turn in silence ends there; speech running to the
+    /// end is decoded now, and the input's end decides the turn.
+    pub fn finish(
+        &mut self,
+        samples: &[f32],
+        asr: &mut Transcriber,
+        clock: &dyn DecodeClock,
+        heard: &mut Vec<Heard>,
+    ) -> Result<(), hark_asr::AsrError> {
         let end = samples.len();
-        let vad_end = ((o.last_speech + 1) * WINDOW).min(end);
-        if vad_end.saturating_sub(o.start) >= min_speech {
-            let audio_start = o.start.saturating_sub(pre_roll);
-            let begin_ms = free_ms.max(ms(end));
-            let t = Instant::now();
-            let transcript =
-                asr.transcribe_with(&samples[audio_start..end], cfg.window, cfg.final_threads)?;
-            let spent = t.elapsed().as_secs_f64() * 1000.0;
-            let turn = Turn {
-                audio_start,
-                speech_start: o.start,
-                speech_end: precise_speech_end(samples, o.start, vad_end, floor_db),
-                decided_at: end,
-            };
-            heard.push(HeardTurn {
-                endpoint_ms: turn.decided_ms() - turn.speech_end_ms(),
-                asr_final_ms: begin_ms + spent - ms(end),
-                transcript,
-                partials: o.partials,
-                decode_ms: o.decode_ms + spent,
-                final_started_ms: begin_ms,
-                final_spent_ms: spent,
-                dropped_finals: o.dropped_finals,
-                turn,
-            });
+        let Some(o) = self.open.as_ref() else {
+            return Ok(());
+        };
+        if o.silent > 0 {
+            if let Some(t) = self.close(end, samples) {
+                heard.push(Heard::Turn(t));
+            }
+            return Ok(());
         }
+        let Some(o) = self.open.take() else {
+            return Ok(());
+        };
+        let vad_end = ((o.last_speech + 1) * WINDOW).min(end);
+        if vad_end.saturating_sub(o.start) < self.min_speech {
+            return Ok(());
+        }
+        let audio_start = o.start.saturating_sub(self.pre_roll);
+        let begin_ms = self.free_ms.max(ms(end));
+        let t = Instant::now();
+        let transcript = asr.transcribe_with(
+            &samples[audio_start..end],
+            self.cfg.window,
+            self.cfg.final_threads,
+        )?;
+        let spent = t.elapsed().as_secs_f64() * 1000.0;
+        let ready_ms = clock.finished(begin_ms, spent);
+        let floor_db = self.floor_db.unwrap_or_else(|| noise_floor_db(samples));
+        let turn = Turn {
+            audio_start,
+            speech_start: o.start,
+            speech_end: precise_speech_end(samples, o.start, vad_end, floor_db),
+            decided_at: end,
+        };
+        heard.push(Heard::Turn(HeardTurn {
+            endpoint_ms: turn.decided_ms() - turn.speech_end_ms(),
+            asr_final_ms: ready_ms - ms(end),
+            transcript,
+            partials: o.partials,
+            decode_ms: o.decode_ms + spent,
+            final_started_ms: ready_ms - spent,
+            final_spent_ms: spent,
+            dropped_finals: o.dropped_finals,
+            turn,
+        }));
+        Ok(())
     }
-    Ok(heard)
+}
+
+/// Turns and transcripts of `samples` (16 kHz mono), given the VAD's speech probability for
+/// each [`WINDOW`] of them, on the sample clock. `turn` holds the voice-activity thresholds, the
+/// end-of-turn silence used while the transcript does not say otherwise, the shortest turn and
+/// the pre-roll.
+pub fn listen(
+    probs: &[f32],
+    samples: &[f32],
+    asr: &mut Transcriber,
+    turn: &TurnConfig,
+    cfg: &ListenConfig,
+) -> Result<Vec<HeardTurn>, hark_asr::AsrError> {
+    let mut listener = Listener::new(turn, cfg, Some(noise_floor_db(samples)));
+    let mut heard = Vec::new();
+    for &p in probs {
+        listener.push(p, samples, asr, &SampleClock, &mut heard)?;
+    }
+    listener.finish(samples, asr, &SampleClock, &mut heard)?;
+    Ok(heard
+        .into_iter()
+        .filter_map(|h| match h {
+            Heard::Turn(t) => Some(t),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]
