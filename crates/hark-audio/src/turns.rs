@@ -71,8 +71,12 @@ pub struct TurnDetector {
     vad: SileroVad,
     gate: Option<WebRtcGate>,
     config: TurnConfig,
-    /// Windows Silero ran on, of all windows, in the last [`Self::probabilities`].
+    /// Windows Silero ran on, of all windows, since the input began.
     silero_windows: (usize, usize),
+    /// The last few windows of the input, to warm Silero up when the gate opens again.
+    recent: Vec<f32>,
+    /// Windows since the gate last heard voice.
+    quiet: usize,
 }
 
 impl TurnDetector {
@@ -82,6 +86,8 @@ impl TurnDetector {
             gate: config.gate_mode.map(WebRtcGate::new),
             config,
             silero_windows: (0, 0),
+            recent: Vec::new(),
+            quiet: usize::MAX,
         }
     }
 
@@ -93,48 +99,59 @@ impl TurnDetector {
     /// gate has heard no voice for longer than its hangover (Silero then starts afresh when
     /// voice comes back).
     pub fn probabilities(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
+        self.start_stream();
+        samples
+            .chunks(WINDOW)
+            .map(|w| self.next_probability(w))
+            .collect()
+    }
+
+    /// Starts a live input: the state of [`Self::next_probability`] is reset.
+    pub fn start_stream(&mut self) {
         self.vad.reset();
-        let hangover =
-            ms_to_samples(self.config.gate_hangover_ms, ASR_SAMPLE_RATE).div_ceil(WINDOW);
-        let mut quiet = hangover + 1;
-        let mut ran = 0;
-        let mut probs = Vec::with_capacity(samples.len().div_ceil(WINDOW));
         if let Some(gate) = self.gate.as_mut() {
             gate.reset();
         }
+        self.silero_windows = (0, 0);
+        self.recent.clear();
+        self.quiet = usize::MAX;
+    }
+
+    /// The speech probability of the next [`WINDOW`] samples of a live input (as
+    /// [`Self::probabilities`] gives it for the whole input).
+    pub fn next_probability(&mut self, window: &[f32]) -> Result<f32, AudioError> {
         // Windows Silero hears before the first one the gate lets through again, so its state
         // is what it would have been had it run all along (near enough: its memory is short).
         const WARM_UP: usize = 4;
-        for (i, w) in samples.chunks(WINDOW).enumerate() {
+        let hangover =
+            ms_to_samples(self.config.gate_hangover_ms, ASR_SAMPLE_RATE).div_ceil(WINDOW);
+        self.silero_windows.1 += 1;
+        let p = 'p: {
             if let Some(gate) = self.gate.as_mut() {
-                let was_closed = quiet > hangover;
-                if gate.hears_voice(w) {
-                    quiet = 0;
+                let was_closed = self.quiet > hangover;
+                self.quiet = if gate.hears_voice(window) {
+                    0
                 } else {
-                    quiet += 1;
-                }
-                if quiet > hangover {
-                    probs.push(0.0);
-                    continue;
+                    self.quiet.saturating_add(1)
+                };
+                if self.quiet > hangover {
+                    break 'p 0.0;
                 }
                 if was_closed {
                     self.vad.reset();
-                    for back in samples[..i * WINDOW]
-                        .chunks(WINDOW)
-                        .rev()
-                        .take(WARM_UP)
-                        .rev()
-                    {
+                    for back in self.recent.chunks(WINDOW) {
                         self.vad.process(back)?;
-                        ran += 1;
+                        self.silero_windows.0 += 1;
                     }
                 }
             }
-            ran += 1;
-            probs.push(self.vad.process(w)?);
-        }
-        self.silero_windows = (ran, probs.len());
-        Ok(probs)
+            self.silero_windows.0 += 1;
+            self.vad.process(window)?
+        };
+        self.recent.extend_from_slice(window);
+        let excess = self.recent.len().saturating_sub(WARM_UP * WINDOW);
+        self.recent.drain(..excess);
+        Ok(p)
     }
 
     /// Windows Silero ran on and all windows, in the last [`Self::probabilities`] (the webrtc

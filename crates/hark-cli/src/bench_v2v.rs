@@ -21,6 +21,11 @@ pub struct V2vBenchArgs {
     /// Threads for recognition and synthesis.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Run the streaming pipeline live: the conversations fed at real-time pace through the
+    /// stages on their own threads (takes as long as the audio, about two minutes). The
+    /// sequential baseline has no concurrency, so its clock is the same either way.
+    #[arg(long)]
+    realtime: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -75,13 +80,20 @@ fn conversations(testdata: &Path, assets: &Path) -> Result<Vec<(String, AudioBuf
     Ok(convs)
 }
 
-fn run_all(pipeline: &mut Pipeline, convs: &[(String, AudioBuffer)]) -> Result<Vec<TurnRecord>> {
+fn run_all(
+    pipeline: &mut Pipeline,
+    convs: &[(String, AudioBuffer)],
+    realtime: bool,
+) -> Result<Vec<TurnRecord>> {
     let mut records = Vec::new();
     for (name, audio) in convs {
         pipeline.reset();
-        let conv = pipeline
-            .process(audio, name, |_| {})
-            .with_context(|| format!("conversation {name}"))?;
+        let conv = if realtime {
+            pipeline.process_realtime(audio, name, |_| {})
+        } else {
+            pipeline.process(audio, name, |_| {})
+        }
+        .with_context(|| format!("conversation {name}"))?;
         records.extend(conv.turns.into_iter().filter(|r| r.error.is_none()));
     }
     Ok(records)
@@ -104,17 +116,25 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         l.final_threads = args.threads;
     }
     let mut sequential_cfg = streaming_cfg.clone();
+    if args.realtime {
+        // As `hark run --realtime`: live, partial decodes cost more than they save.
+        if let Some(l) = streaming_cfg.listen.as_mut() {
+            l.partials = false;
+        }
+        streaming_cfg.prefill_partials = false;
+    }
     sequential_cfg.listen = None;
     sequential_cfg.stream_speech = false;
     sequential_cfg.asr_window = hark_pipeline::EncoderWindow::Full;
 
     eprintln!(
-        "hark bench v2v: {} conversations, {} threads: streaming, then the sequential baseline",
+        "hark bench v2v: {} conversations, {} threads: streaming ({}), then the sequential baseline",
         convs.len(),
-        args.threads
+        args.threads,
+        if args.realtime { "live, in real time" } else { "on the input's clock" }
     );
-    let streaming = run_all(&mut Pipeline::load(streaming_cfg)?, &convs)?;
-    let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs)?;
+    let streaming = run_all(&mut Pipeline::load(streaming_cfg)?, &convs, args.realtime)?;
+    let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs, false)?;
     if streaming.is_empty() || sequential.is_empty() {
         bail!("no turn was answered");
     }
@@ -141,6 +161,7 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         };
         let out = json!({
             "threads": args.threads,
+            "realtime": args.realtime,
             "streaming": {"turns": streaming.len(), "v2v_ms_p50": s50, "v2v_ms_p95": s95, "spans_ms_p50": spans(&streaming)},
             "sequential": {"turns": sequential.len(), "v2v_ms_p50": q50, "v2v_ms_p95": q95, "spans_ms_p50": spans(&sequential)},
             "speedup_p50": q50 / s50,

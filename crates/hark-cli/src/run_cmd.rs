@@ -53,6 +53,12 @@ pub struct RunArgs {
     /// it is spoken.
     #[arg(long)]
     sequential_asr: bool,
+    /// Feed the input at real-time pace, like a live microphone, through the stages running
+    /// concurrently on their own threads: the latencies are those a person would experience
+    /// (takes as long as the input lasts). Without it, the input is processed as fast as
+    /// possible and each decode is placed on the input's clock.
+    #[arg(long)]
+    realtime: bool,
     /// Do not prefill what the user has said so far into the LLM while they speak (nor decode
     /// partial transcripts for it); the whole message is then prefilled at the turn's end.
     #[arg(long)]
@@ -236,10 +242,13 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         unfinished_end_silence_ms: args.unfinished_silence_ms.max(32.0),
         window,
         final_threads: config.threads,
-        partials: !args.no_partial_prefill,
+        // Live, a partial decode in flight when the user falls silent cannot be stopped inside
+        // Whisper's encoder and delays the final decode by up to its own length (measured:
+        // +200-400 ms of endpoint on two cores), more than partial prefill saves (~12 ms).
+        partials: !args.no_partial_prefill && !args.realtime,
         ..ListenConfig::default()
     });
-    config.prefill_partials = !args.no_partial_prefill && !args.sequential_asr;
+    config.prefill_partials = !args.no_partial_prefill && !args.sequential_asr && !args.realtime;
     config.preemptive = !args.no_preemptive && !args.sequential_asr;
     config.max_reply_tokens = args.max_reply_tokens.max(1);
     config.max_reply_sentences = args.max_reply_sentences;
@@ -271,19 +280,23 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         }
         let name = path.display().to_string();
         let mut trace_error = None;
-        let conversation = pipeline
-            .process(audio, &name, |rec| {
-                let _ = print_turn(&mut report, rec, color);
-                if let Some(t) = trace.as_mut() {
-                    if let Err(e) = serde_json::to_writer(&mut *t, rec)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| t.write_all(b"\n"))
-                    {
-                        trace_error.get_or_insert(e);
-                    }
+        let on_turn = |rec: &hark_core::TurnRecord| {
+            let _ = print_turn(&mut report, rec, color);
+            if let Some(t) = trace.as_mut() {
+                if let Err(e) = serde_json::to_writer(&mut *t, rec)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| t.write_all(b"\n"))
+                {
+                    trace_error.get_or_insert(e);
                 }
-            })
-            .with_context(|| format!("processing {name}"))?;
+            }
+        };
+        let conversation = if args.realtime {
+            pipeline.process_realtime(audio, &name, on_turn)
+        } else {
+            pipeline.process(audio, &name, on_turn)
+        }
+        .with_context(|| format!("processing {name}"))?;
         if let Some(e) = trace_error {
             return Err(e).context("writing the trace");
         }

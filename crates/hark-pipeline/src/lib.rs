@@ -5,8 +5,10 @@
 //! a turn's clock starts when the turn detector decides the user has finished, and each stage's
 //! measured compute time is added to it. Later versions run the stages concurrently and stream.
 
+mod brain;
 mod config;
 pub mod listen;
+mod live;
 mod timeline;
 
 use std::time::Instant;
@@ -14,7 +16,6 @@ use std::time::Instant;
 use hark_asr::{AsrConfig, Transcriber};
 use hark_audio::{resample, SileroVad, Turn, TurnDetector};
 use hark_core::{AudioBuffer, EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
-use hark_llm::chat::chatml_prompt;
 use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason};
 use hark_tts::text::Chunker;
 use hark_tts::Voice;
@@ -35,6 +36,9 @@ pub enum PipelineError {
     Tts(#[from] hark_tts::TtsError),
     #[error(transparent)]
     Onnx(#[from] hark_core::onnx::OnnxError),
+    /// A stage of the live pipeline failed as a whole.
+    #[error("{0}")]
+    Stage(String),
 }
 
 /// What one input produced.
@@ -120,7 +124,7 @@ impl Pipeline {
         self.asr.transcribe(&second.samples)?;
         // The system prompt's keys and values stay in the cache: every turn starts from them.
         // (The next prompt shares the system message with this one; `sync` keeps that prefix.)
-        let prefix = self.prompt_tokens(&[])?;
+        let prefix = self.brain().prompt_tokens(&[])?;
         self.session.sync(&prefix)?;
         self.voice.synthesize("Hello.")?;
         self.voice.warm_phrases(&hark_tts::ACKNOWLEDGEMENTS)?;
@@ -136,17 +140,13 @@ impl Pipeline {
         self.history.clear();
     }
 
-    fn prompt_text(&self, history: &[ChatMessage]) -> String {
-        let mut messages = vec![ChatMessage::new(
-            Role::System,
-            self.config.system_prompt.clone(),
-        )];
-        messages.extend_from_slice(history);
-        chatml_prompt(&messages)
-    }
-
-    fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
-        Ok(self.engine.tokenizer().encode(&self.prompt_text(history))?)
+    fn brain(&mut self) -> brain::Brain<'_> {
+        brain::Brain {
+            config: &self.config,
+            engine: &self.engine,
+            session: &mut self.session,
+            history: &mut self.history,
+        }
     }
 
     /// Prefills the next user message as far as `stable`, the part of what the user is saying
@@ -156,27 +156,7 @@ impl Pipeline {
     /// (`Session::sync` keeps only the common prefix), so nothing stale is left for the reply.
     /// Returns how many tokens were computed.
     pub fn prefill_partial(&mut self, stable: &str) -> Result<usize, PipelineError> {
-        let stable = stable.trim();
-        if stable.is_empty() {
-            return Ok(0);
-        }
-        let mut history = self.history.clone();
-        history.push(ChatMessage::new(Role::User, stable));
-        let prompt = self.prompt_text(&history);
-        // The message is not over: leave it open (no end-of-message, no assistant header).
-        let open = prompt
-            .strip_suffix("<|im_end|>\n<|im_start|>assistant\n")
-            .unwrap_or(&prompt);
-        let tokens = self.engine.tokenizer().encode(open)?;
-        let room = self
-            .session
-            .capacity()
-            .saturating_sub(self.config.max_reply_tokens);
-        if tokens.len() > room {
-            return Ok(0);
-        }
-        let _span = tracing::info_span!("prefill_partial").entered();
-        Ok(self.session.sync(&tokens)?.1)
+        self.brain().prefill_partial(stable)
     }
 
     /// Answers a typed turn: the reply's text, its audio and the turn's LLM and TTS figures
@@ -190,24 +170,6 @@ impl Pipeline {
         };
         let audio = self.answer(text, &mut rec)?;
         Ok((rec, audio))
-    }
-
-    /// The prompt for the next reply, dropping the oldest exchanges until it leaves room for the
-    /// reply in the context.
-    fn fitted_prompt(&mut self) -> Result<Vec<u32>, PipelineError> {
-        loop {
-            let tokens = self.prompt_tokens(&self.history)?;
-            let room = self
-                .session
-                .capacity()
-                .saturating_sub(self.config.max_reply_tokens);
-            if tokens.len() <= room || self.history.len() <= 1 {
-                return Ok(tokens);
-            }
-            // Drop the oldest user/assistant pair.
-            let drop = self.history.len().min(2);
-            self.history.drain(..drop);
-        }
     }
 
     /// Runs a whole input: every turn in it gets a transcript, a reply and a latency record,
@@ -390,7 +352,7 @@ impl Pipeline {
                     // While the reply plays, the conversation so far goes into the KV cache, so
                     // the next turn prefills only what the user says next.
                     let t = Instant::now();
-                    if let Err(e) = self.prefill_next_turn() {
+                    if let Err(e) = self.brain().prefill_next_turn() {
                         tracing::warn!("prefilling the next turn: {e}");
                     }
                     busy_until_ms += ms_since(t);
@@ -407,6 +369,41 @@ impl Pipeline {
         })
     }
 
+    /// Runs a whole input live: it is fed at real-time pace, like a microphone, through the
+    /// stages running concurrently on their own threads ([`live`]); every latency is measured
+    /// on the wall clock, which is the input's clock. Takes as long as the input lasts.
+    pub fn process_realtime(
+        &mut self,
+        input: &AudioBuffer,
+        input_name: &str,
+        mut on_turn: impl FnMut(&TurnRecord),
+    ) -> Result<Conversation, PipelineError> {
+        let heard = resample(input, ASR_SAMPLE_RATE)?;
+        if self.config.denoise {
+            tracing::warn!("--denoise is not applied to a live input yet");
+        }
+        let stages = live::Stages {
+            brain: brain::Brain {
+                config: &self.config,
+                engine: &self.engine,
+                session: &mut self.session,
+                history: &mut self.history,
+            },
+            turns: &mut self.turns,
+            asr: &mut self.asr,
+            voice: &mut self.voice,
+        };
+        let (turns, timeline) = live::run(stages, &heard.samples, input_name)?;
+        for rec in &turns {
+            on_turn(rec);
+        }
+        Ok(Conversation {
+            turns,
+            heard,
+            timeline,
+        })
+    }
+
     /// The conversation so far (system prompt not included).
     pub fn history(&self) -> &[ChatMessage] {
         &self.history
@@ -416,26 +413,10 @@ impl Pipeline {
     /// chunks, and of the chunk cut short the share of its words that had played.
     fn keep_heard_part_of_last_reply(&mut self, played_ms: f64, rate: u32) {
         let played = (played_ms * rate as f64 / 1000.0) as usize;
-        let mut heard: Vec<String> = Vec::new();
-        for (i, (start, text)) in self.last_reply.iter().enumerate() {
-            if *start >= played {
-                break;
-            }
-            let end = self.last_reply.get(i + 1).map_or(usize::MAX, |(s, _)| *s);
-            if played >= end {
-                heard.push(text.clone());
-            } else {
-                let words: Vec<&str> = text.split_whitespace().collect();
-                let share = (played - start) as f64 / (end - start).max(1) as f64;
-                let n = ((words.len() as f64 * share).floor() as usize).min(words.len());
-                if n > 0 {
-                    heard.push(words[..n].join(" "));
-                }
-            }
-        }
+        let heard = brain::heard_part(&self.last_reply, played);
         if let Some(last) = self.history.last_mut() {
             if last.role == Role::Assistant {
-                last.content = heard.join(" ");
+                last.content = heard;
             }
         }
         self.last_reply.clear();
@@ -473,25 +454,6 @@ impl Pipeline {
         free_ms
     }
 
-    /// Computes the KV cache for the next turn's prompt as far as it is known: the system
-    /// prompt, the conversation so far and the next user message's header. (The empty user
-    /// message's closing tokens computed with it are rolled back by the next turn's prefix
-    /// match.)
-    fn prefill_next_turn(&mut self) -> Result<(), PipelineError> {
-        let mut history = self.history.clone();
-        history.push(ChatMessage::new(Role::User, ""));
-        let tokens = self.prompt_tokens(&history)?;
-        let room = self
-            .session
-            .capacity()
-            .saturating_sub(self.config.max_reply_tokens);
-        if tokens.len() <= room {
-            let _span = tracing::info_span!("prefill_next_turn").entered();
-            self.session.sync(&tokens)?;
-        }
-        Ok(())
-    }
-
     /// Replies to `text`, filling the LLM and TTS spans and engine figures of `rec`.
     fn answer(&mut self, text: &str, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
         self.history.push(ChatMessage::new(Role::User, text));
@@ -510,7 +472,7 @@ impl Pipeline {
     fn reply(&mut self, rec: &mut TurnRecord) -> Result<AudioBuffer, PipelineError> {
         // The LLM's clock starts before the prompt is built and tokenised: that is its work too.
         let started = Instant::now();
-        let prompt = self.fitted_prompt()?;
+        let prompt = self.brain().fitted_prompt()?;
         let params = GenerationParams {
             max_tokens: self.config.max_reply_tokens,
             sampler: self.config.sampler,
@@ -709,11 +671,11 @@ impl SpokenReply {
 const BARGE_IN_DETECTION_MS: f64 = 32.0;
 
 /// Pause after a clause chunk ("Sure,"), seconds: the comma's pause, which trimming removed.
-const CLAUSE_SILENCE: f32 = 0.12;
+pub(crate) const CLAUSE_SILENCE: f32 = 0.12;
 
 /// The sentences of `text` that are finished: followed by more text, so that "3." in "3.5" or
 /// the "Dr." of "Dr. Smith" is not taken for an end (hark-tts's splitter knows abbreviations).
-fn complete_sentences(text: &str) -> Vec<String> {
+pub(crate) fn complete_sentences(text: &str) -> Vec<String> {
     let mut sentences = hark_tts::text::sentences(text);
     let ends_cleanly =
         text.ends_with(char::is_whitespace) && text.trim_end().ends_with(['.', '!', '?']);

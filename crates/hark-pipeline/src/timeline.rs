@@ -41,6 +41,21 @@ impl Timeline {
         samples_to_ms(start, self.sample_rate)
     }
 
+    /// Continues the last reply with `audio` at `at_ms` or, if the last reply is still playing
+    /// then, right after it (a piece of a reply that streams; a late piece leaves a gap). Starts
+    /// a reply when there is none. Returns where the piece starts, ms.
+    pub fn extend_last(&mut self, at_ms: f64, audio: &[f32]) -> f64 {
+        let Some(&(start, _)) = self.replies.last() else {
+            return self.place(at_ms, audio);
+        };
+        let begin_ms = self.place(at_ms, audio);
+        self.replies.pop();
+        if let Some(last) = self.replies.last_mut() {
+            last.1 = self.track.len() - start;
+        }
+        begin_ms
+    }
+
     /// Stops the last reply at `at_ms` if it is playing then (a barge-in), with a 10 ms fade so
     /// the cut does not click. Returns how much of it had played, ms.
     pub fn cut_last_at(&mut self, at_ms: f64) -> Option<f64> {
@@ -98,6 +113,16 @@ mod tests {
         assert_eq!(t.track()[149], 1.0);
         assert_eq!(t.track()[150], 2.0);
         assert_eq!(t.replies_back_to_back(0.01).samples.len(), 70);
+    }
+
+    #[test]
+    fn pieces_extend_the_reply_they_belong_to() {
+        let mut t = Timeline::new(1000);
+        t.place(100.0, &[1.0; 50]);
+        assert_eq!(t.extend_last(120.0, &[2.0; 10]), 150.0, "queued behind");
+        assert_eq!(t.extend_last(200.0, &[3.0; 10]), 200.0, "late: a gap");
+        assert_eq!(t.replies(), &[(100, 110)]);
+        assert_eq!(t.track()[170], 0.0);
     }
 
     #[test]
