@@ -78,16 +78,7 @@ fn a_live_conversation_gets_one_reply_per_turn_and_a_barge_in_stops_the_reply() 
     );
 
     // The conversation file shows the same reply start as the trace.
-    let mut reader = hound::WavReader::open(&conversation).unwrap();
-    let rate = reader.spec().sample_rate as f64;
-    let right: Vec<i16> = reader
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .skip(1)
-        .step_by(2)
-        .collect();
-    let onset = right.iter().position(|s| s.unsigned_abs() > 164).unwrap();
-    let onset_ms = onset as f64 * 1000.0 / rate;
+    let onset_ms = audible_reply_onset_ms(&conversation).expect("the reply is audible");
     assert!(
         (onset_ms - first.reply_start_ms).abs() < 20.0,
         "audible at {onset_ms:.0} ms, trace says {:.0} ms",

@@ -106,24 +106,9 @@ fn answers_real_speech_and_the_reply_is_intelligible() {
     // the right channel sits at reply_start_ms.
     for ((path, _), rec) in items.iter().zip(&records) {
         let stem = path.file_stem().unwrap().to_string_lossy();
-        let wav =
-            hark_audio::read_wav(&conversations.join(format!("{stem}.conversation.wav"))).unwrap();
-        assert_eq!(wav.channels, 2);
-        let mut reader =
-            hound::WavReader::open(conversations.join(format!("{stem}.conversation.wav"))).unwrap();
-        let rate = reader.spec().sample_rate as f64;
-        let right: Vec<i16> = reader
-            .samples::<i16>()
-            .map(|s| s.unwrap())
-            .skip(1)
-            .step_by(2)
-            .collect();
-        // Audible: above -46 dBFS (0.005 of full scale), the level at which synthesis trims silence.
-        let onset = right
-            .iter()
-            .position(|s| s.unsigned_abs() > 164)
-            .expect("the reply is audible");
-        let onset_ms = onset as f64 * 1000.0 / rate;
+        let onset_ms =
+            audible_reply_onset_ms(&conversations.join(format!("{stem}.conversation.wav")))
+                .expect("the reply is audible");
         assert!(
             (onset_ms - rec.reply_start_ms).abs() < 20.0,
             "{stem}: audible at {onset_ms:.0} ms, trace says {:.0} ms",

@@ -1,8 +1,9 @@
 //! The LLM's side of the conversation: the prompt, the history and the KV cache, shared by the
 //! offline pipeline and the live one.
 
+use hark_core::EngineFigures;
 use hark_llm::chat::chatml_prompt;
-use hark_llm::{ChatMessage, Engine, Role, Session};
+use hark_llm::{ChatMessage, Engine, Generation, GenerationParams, Role, Session};
 
 use crate::{PipelineConfig, PipelineError};
 
@@ -14,6 +15,28 @@ pub(crate) struct Brain<'a> {
 }
 
 impl Brain<'_> {
+    /// A finished generation's engine figures, memory as the session holds it now.
+    pub(crate) fn figures(&self, generation: &Generation) -> EngineFigures {
+        EngineFigures {
+            prompt_tokens: generation.prompt_tokens,
+            prefill_tokens: generation.prefill_tokens,
+            reply_tokens: generation.tokens.len(),
+            prefill_tok_s: generation.prefill_tok_s(),
+            decode_tok_s: generation.decode_tok_s(),
+            tpot_ms: generation.tpot_ms(),
+            peak_memory_mb: self.session.memory_bytes() as f64 / 1e6,
+        }
+    }
+
+    /// How a reply is generated: the configured length cap and sampler.
+    pub(crate) fn generation_params(&self) -> GenerationParams {
+        GenerationParams {
+            max_tokens: self.config.max_reply_tokens,
+            sampler: self.config.sampler,
+            stop_strings: Vec::new(),
+        }
+    }
+
     pub(crate) fn prompt_text(&self, history: &[ChatMessage]) -> String {
         let mut messages = vec![ChatMessage::new(
             Role::System,

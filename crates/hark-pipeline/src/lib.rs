@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use hark_asr::{AsrConfig, Transcriber};
 use hark_audio::{resample, SileroVad, Turn, TurnDetector};
-use hark_core::{AudioBuffer, EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
-use hark_llm::{ChatMessage, Engine, GenerationParams, Role, Session, StopReason};
+use hark_core::{AudioBuffer, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
+use hark_llm::{ChatMessage, Engine, Role, Session, StopReason};
 use hark_tts::text::Chunker;
 use hark_tts::Voice;
 
@@ -473,11 +473,7 @@ impl Pipeline {
         // The LLM's clock starts before the prompt is built and tokenised: that is its work too.
         let started = Instant::now();
         let prompt = self.brain().fitted_prompt()?;
-        let params = GenerationParams {
-            max_tokens: self.config.max_reply_tokens,
-            sampler: self.config.sampler,
-            stop_strings: Vec::new(),
-        };
+        let params = self.brain().generation_params();
         let max_sentences = self.config.max_reply_sentences;
         let mut reply = String::new();
         let prompt_ms = ms_since(started);
@@ -534,15 +530,7 @@ impl Pipeline {
         rec.spans.llm_ttft = prompt_ms + generation.ttft_ms;
         rec.spans.first_clause = (first.text_at_ms - rec.spans.llm_ttft).max(0.0);
         rec.spans.tts_first_audio = first.ready_ms - first.text_at_ms;
-        rec.engine = EngineFigures {
-            prompt_tokens: generation.prompt_tokens,
-            prefill_tokens: generation.prefill_tokens,
-            reply_tokens: generation.tokens.len(),
-            prefill_tok_s: generation.prefill_tok_s(),
-            decode_tok_s: generation.decode_tok_s(),
-            tpot_ms: generation.tpot_ms(),
-            peak_memory_mb: self.session.memory_bytes() as f64 / 1e6,
-        };
+        rec.engine = self.brain().figures(&generation);
         self.history
             .push(ChatMessage::new(Role::Assistant, reply_text.clone()));
         rec.reply = reply_text;

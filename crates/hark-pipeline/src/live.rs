@@ -22,8 +22,8 @@ use hark_asr::Transcriber;
 use hark_audio::vad::WINDOW;
 use hark_audio::TurnDetector;
 use hark_core::audio::samples_to_ms;
-use hark_core::{EngineFigures, TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
-use hark_llm::{ChatMessage, GenerationParams, Role};
+use hark_core::{TurnRecord, ASR_SAMPLE_RATE, SCHEMA_VERSION};
+use hark_llm::{ChatMessage, Role};
 use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 
@@ -486,11 +486,7 @@ fn reply(
 ) -> Result<String, PipelineError> {
     let (voice, sh) = (ends.voice, ends.sh);
     let prompt = brain.fitted_prompt()?;
-    let params = GenerationParams {
-        max_tokens: brain.config.max_reply_tokens,
-        sampler: brain.config.sampler,
-        stop_strings: Vec::new(),
-    };
+    let params = brain.generation_params();
     let max_sentences = brain.config.max_reply_sentences;
     let mut text = String::new();
     let mut chunker = Chunker::new();
@@ -549,15 +545,7 @@ fn reply(
         );
     }
     rec.reply = reply_text.clone();
-    rec.engine = EngineFigures {
-        prompt_tokens: generation.prompt_tokens,
-        prefill_tokens: generation.prefill_tokens,
-        reply_tokens: generation.tokens.len(),
-        prefill_tok_s: generation.prefill_tok_s(),
-        decode_tok_s: generation.decode_tok_s(),
-        tpot_ms: generation.tpot_ms(),
-        peak_memory_mb: brain.session.memory_bytes() as f64 / 1e6,
-    };
+    rec.engine = brain.figures(&generation);
     Ok(reply_text)
 }
 

@@ -2,19 +2,12 @@
 //! KV cache while they speak, a revised partial rolls it back, and the reply is exactly the
 //! reply to the final transcript alone.
 
-use hark_pipeline::{ModelPaths, Pipeline, PipelineConfig};
+mod common;
+
+use hark_pipeline::{Pipeline, PipelineConfig};
 
 fn pipeline() -> Pipeline {
-    let m = hark_core::testing::models_dir();
-    let paths = ModelPaths {
-        whisper: m.join("whisper-tiny.en/ggml-tiny.en.bin"),
-        llm: m.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        voice: m.join("piper-joe/en_US-joe-medium.onnx"),
-        voice_config: m.join("piper-joe/en_US-joe-medium.onnx.json"),
-        espeak_data: m.join("espeak/espeak-ng-data"),
-        vad: m.join("silero-vad/silero_vad.onnx"),
-        onnxruntime: m.join("onnxruntime/libonnxruntime.so.1.32.0"),
-    };
+    let paths = common::default_models();
     let mut config = PipelineConfig::new(paths);
     config.threads = 2;
     // Greedy (the default sampler, with its repetition penalty): the reply is reproducible.

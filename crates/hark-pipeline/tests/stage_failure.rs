@@ -2,19 +2,12 @@
 //! real LLM refuses a prompt longer than its context (a small one here), offline and live.
 
 use hark_core::{AudioBuffer, ASR_SAMPLE_RATE};
-use hark_pipeline::{ModelPaths, Pipeline, PipelineConfig};
+mod common;
+
+use hark_pipeline::{Pipeline, PipelineConfig};
 
 fn pipeline() -> Pipeline {
-    let m = hark_core::testing::models_dir();
-    let paths = ModelPaths {
-        whisper: m.join("whisper-tiny.en/ggml-tiny.en.bin"),
-        llm: m.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        voice: m.join("piper-joe/en_US-joe-medium.onnx"),
-        voice_config: m.join("piper-joe/en_US-joe-medium.onnx.json"),
-        espeak_data: m.join("espeak/espeak-ng-data"),
-        vad: m.join("silero-vad/silero_vad.onnx"),
-        onnxruntime: m.join("onnxruntime/libonnxruntime.so.1.32.0"),
-    };
+    let paths = common::default_models();
     let mut config = PipelineConfig::new(paths);
     config.threads = 2;
     // Room for the system prompt and a short command, not for a long sentence.

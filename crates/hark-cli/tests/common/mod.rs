@@ -101,3 +101,19 @@ pub fn cards_references(dir: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Where Hark's reply first becomes audible in a conversation file (right channel), ms: the first
+/// sample above -46 dBFS (0.005 of full scale), the level at which synthesis trims silence.
+pub fn audible_reply_onset_ms(conversation: &Path) -> Option<f64> {
+    let mut reader = hound::WavReader::open(conversation).ok()?;
+    assert_eq!(reader.spec().channels, 2, "a conversation file is stereo");
+    let rate = reader.spec().sample_rate as f64;
+    let right: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .skip(1)
+        .step_by(2)
+        .collect();
+    let onset = right.iter().position(|s| s.unsigned_abs() > 164)?;
+    Some(onset as f64 * 1000.0 / rate)
+}
