@@ -1,7 +1,8 @@
-//! Audio for Hark: WAV in and out, resampling, noise suppression, and voice activity / turn
-//! detection.
+//! Audio for Hark: WAV in and out, the sound card (microphone and speaker), resampling, noise
+//! suppression, and voice activity / turn detection.
 
 pub mod denoise;
+pub mod device;
 pub mod resample;
 pub mod turns;
 pub mod vad;
@@ -34,6 +35,8 @@ pub enum AudioError {
     },
     #[error("resampling {from} Hz → {to} Hz failed: {detail}")]
     Resample { from: u32, to: u32, detail: String },
+    #[error("sound device: {0}")]
+    Device(String),
     #[error("voice activity detector: {0}")]
     Vad(String),
     #[error(transparent)]
