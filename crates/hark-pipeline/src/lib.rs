@@ -8,7 +8,7 @@
 mod brain;
 mod config;
 pub mod listen;
-mod live;
+pub mod live;
 mod timeline;
 
 use std::time::Instant;
@@ -382,6 +382,27 @@ impl Pipeline {
         if self.config.denoise {
             tracing::warn!("--denoise is not applied to a live input yet");
         }
+        let (turns, timeline, _) =
+            self.run_live(live::LiveIo::paced(&heard.samples), input_name)?;
+        for rec in &turns {
+            on_turn(rec);
+        }
+        Ok(Conversation {
+            turns,
+            heard,
+            timeline,
+        })
+    }
+
+    /// Runs a live conversation: `io.input` (a microphone, or a recording fed at real-time
+    /// pace) through the stages on their own threads until the input ends or
+    /// `io.control` stops it; replies go to `io.output` when there is one. Returns the turn
+    /// records in order, the replies on the input's clock, and what was counted.
+    pub fn run_live(
+        &mut self,
+        io: live::LiveIo<'_>,
+        input_name: &str,
+    ) -> Result<(Vec<TurnRecord>, Timeline, live::LiveStats), PipelineError> {
         let stages = live::Stages {
             brain: brain::Brain {
                 config: &self.config,
@@ -393,15 +414,12 @@ impl Pipeline {
             asr: &mut self.asr,
             voice: &mut self.voice,
         };
-        let (turns, timeline) = live::run(stages, &heard.samples, input_name)?;
-        for rec in &turns {
-            on_turn(rec);
-        }
-        Ok(Conversation {
-            turns,
-            heard,
-            timeline,
-        })
+        live::run(stages, io, input_name)
+    }
+
+    /// The voice's sample rate (what a speaker is opened for).
+    pub fn voice_sample_rate(&self) -> u32 {
+        self.voice.sample_rate()
     }
 
     /// The conversation so far (system prompt not included).

@@ -53,6 +53,9 @@ impl Default for ListenConfig {
     }
 }
 
+/// How much audio before a turn's end its noise floor is measured on: 30 s.
+const NOISE_FLOOR_SPAN: usize = 30 * hark_core::ASR_SAMPLE_RATE as usize;
+
 /// A partial hypothesis as the listener produced it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Partial {
@@ -353,9 +356,11 @@ impl Listener {
         let cand = o.candidate?;
         let audio_start = o.start.saturating_sub(self.pre_roll);
         let vad_end = ((o.last_speech + 1) * WINDOW).min(samples.len());
+        // The noise floor of the last half minute: as local as the noise, and a turn's end
+        // costs the same an hour into a conversation as at its start.
         let floor_db = self
             .floor_db
-            .unwrap_or_else(|| noise_floor_db(&samples[..now]));
+            .unwrap_or_else(|| noise_floor_db(&samples[now.saturating_sub(NOISE_FLOOR_SPAN)..now]));
         let turn = Turn {
             audio_start,
             speech_start: o.start,
@@ -411,7 +416,9 @@ impl Listener {
         )?;
         let spent = t.elapsed().as_secs_f64() * 1000.0;
         let ready_ms = clock.finished(begin_ms, spent);
-        let floor_db = self.floor_db.unwrap_or_else(|| noise_floor_db(samples));
+        let floor_db = self
+            .floor_db
+            .unwrap_or_else(|| noise_floor_db(&samples[end.saturating_sub(NOISE_FLOOR_SPAN)..]));
         let turn = Turn {
             audio_start,
             speech_start: o.start,

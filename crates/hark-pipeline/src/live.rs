@@ -11,6 +11,11 @@
 //! again, a Whisper decode in flight is abandoned (its abort check). Every time is taken on one
 //! clock, the input's: milliseconds since its first sample was fed, so each span is a measured
 //! wall-clock interval and they add up to the V2V latency.
+//!
+//! The ends are pluggable ([`LiveIo`]): a WAV file fed at real-time pace ([`PacedInput`]) or a
+//! microphone ([`LiveInput`]); replies placed on a [`Timeline`] and, when there is one, played
+//! on a speaker ([`LiveOutput`]). A front end (`hark talk`) watches [`LiveEvent`]s and steers
+//! with a [`LiveControl`] (stop, mute, interrupt).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +37,230 @@ use crate::listen::{Heard, Listener, WallClock};
 use crate::timeline::Timeline;
 use crate::{complete_sentences, PipelineError, CLAUSE_SILENCE};
 
+/// What a live input hands over.
+pub enum Captured {
+    /// The next window: [`WINDOW`] samples of 16 kHz mono.
+    Window(Vec<f32>),
+    /// Nothing yet (the device is late); ask again.
+    Waiting,
+    /// The input is over.
+    Ended,
+}
+
+/// Where live audio comes from: a microphone, or a file fed at real-time pace.
+pub trait LiveInput: Send {
+    /// The next window, waiting for it a short while (tens of ms) at most.
+    fn next_window(&mut self) -> Result<Captured, PipelineError>;
+}
+
+/// Where replies are heard: a speaker. (They are always placed on the run's [`Timeline`] too.)
+pub trait LiveOutput: Send {
+    /// Queues audio (the voice's rate, mono) after what is queued.
+    fn play(&mut self, samples: &[f32]) -> Result<(), PipelineError>;
+    /// The reply being played has no more audio coming.
+    fn end_of_reply(&mut self);
+    /// Stops at once, dropping what is queued (a barge-in).
+    fn stop(&mut self);
+    /// How long audio takes from being queued on an idle output to being heard, ms.
+    fn latency_ms(&self) -> f64;
+    /// How much audio is queued and not yet played, ms.
+    fn queued_ms(&self) -> f64;
+}
+
+/// A microphone: windows as the sound card captures them.
+impl LiveInput for hark_audio::device::MicrophoneReader {
+    fn next_window(&mut self) -> Result<Captured, PipelineError> {
+        Ok(match self.read(WINDOW, Duration::from_millis(50))? {
+            Some(window) => Captured::Window(window),
+            None => Captured::Waiting,
+        })
+    }
+}
+
+/// A speaker.
+impl LiveOutput for hark_audio::device::SpeakerWriter {
+    fn play(&mut self, samples: &[f32]) -> Result<(), PipelineError> {
+        Ok(self.write(samples)?)
+    }
+    fn end_of_reply(&mut self) {
+        hark_audio::device::SpeakerWriter::end_of_reply(self);
+    }
+    fn stop(&mut self) {
+        hark_audio::device::SpeakerWriter::stop(self);
+    }
+    fn latency_ms(&self) -> f64 {
+        self.latency().as_secs_f64() * 1000.0
+    }
+    fn queued_ms(&self) -> f64 {
+        self.queued().as_secs_f64() * 1000.0
+    }
+}
+
+/// A whole recording handed on a window at a time at real-time pace: a simulated microphone.
+pub struct PacedInput<'a> {
+    samples: &'a [f32],
+    fed: usize,
+    start: Option<Instant>,
+}
+
+impl<'a> PacedInput<'a> {
+    /// `samples`: 16 kHz mono.
+    pub fn new(samples: &'a [f32]) -> Self {
+        Self {
+            samples,
+            fed: 0,
+            start: None,
+        }
+    }
+}
+
+impl LiveInput for PacedInput<'_> {
+    fn next_window(&mut self) -> Result<Captured, PipelineError> {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let end = (self.fed + WINDOW).min(self.samples.len());
+        if self.fed >= end {
+            return Ok(Captured::Ended);
+        }
+        let window = self.samples[self.fed..end].to_vec();
+        self.fed = end;
+        // Handed on once it has been "captured".
+        let due = start + Duration::from_secs_f64(self.fed as f64 / ASR_SAMPLE_RATE as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Ok(Captured::Window(window))
+    }
+}
+
+/// Steering a live run from outside (keys, Ctrl-C). Cheap to share.
+#[derive(Debug, Default)]
+pub struct LiveControl {
+    stop: AtomicBool,
+    finish: AtomicBool,
+    mute: AtomicBool,
+    interrupt: AtomicBool,
+}
+
+impl LiveControl {
+    /// Ends the run: the reply in progress stops, the stages wind down.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    /// Ends the run gently: no more input is taken, the reply in progress is completed and
+    /// played out.
+    pub fn finish(&self) {
+        self.finish.store(true, Ordering::SeqCst);
+    }
+    fn is_finishing(&self) -> bool {
+        self.finish.load(Ordering::SeqCst) || self.is_stopped()
+    }
+    /// Mutes or unmutes the input (muted, it is heard as silence). Returns whether it is muted.
+    pub fn toggle_mute(&self) -> bool {
+        !self.mute.fetch_xor(true, Ordering::SeqCst)
+    }
+    /// Stops the reply being spoken, as if the user had spoken over it.
+    pub fn interrupt(&self) {
+        self.interrupt.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The microphone hears the speaker. While a reply plays, input no louder than its echo is
+/// heard as silence; speech clearly louder than the echo (`margin` times it) gets through and
+/// barges in. The echo's level is the playback's level times the echo path's gain, learned as
+/// the reply plays: it follows the quietest the microphone gets relative to the playback
+/// (quickly down, slowly back up, as the room or the volume changes). It starts at 1 (the
+/// microphone as loud as the playback) until it has heard the echo path. Not an echo canceller:
+/// the user must speak up to interrupt over loudspeakers.
+pub struct EchoGate {
+    level: hark_audio::device::PlaybackLevel,
+    margin: f32,
+    echo_gain: f32,
+}
+
+impl EchoGate {
+    /// The quietest echo path assumed (-40 dB): nothing is heard as louder than silence.
+    const MIN_GAIN: f32 = 0.01;
+
+    /// `margin_db`: how much louder than the echo speech must be to get through.
+    pub fn new(level: hark_audio::device::PlaybackLevel, margin_db: f32) -> Self {
+        Self {
+            level,
+            margin: 10f32.powf(margin_db / 20.0),
+            echo_gain: 1.0,
+        }
+    }
+
+    /// Whether a window of the given RMS gets through now.
+    fn passes(&mut self, window_rms: f32) -> bool {
+        let playback = self.level.get();
+        if playback < 1e-4 {
+            return true;
+        }
+        let ratio = window_rms / playback;
+        self.echo_gain = if ratio < self.echo_gain {
+            (0.7 * self.echo_gain + 0.3 * ratio).max(Self::MIN_GAIN)
+        } else {
+            (self.echo_gain * 1.002).min(1.0)
+        };
+        window_rms > self.margin * self.echo_gain * playback
+    }
+}
+
+/// What a live run reports as it goes, for a front end to show.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// The user started speaking.
+    SpeechStarted,
+    /// What the user has said so far (a partial transcript).
+    Partial(String),
+    /// A turn ended and this is what was heard.
+    Heard { turn: usize, text: String },
+    /// More of the reply, as it goes to the voice.
+    Reply { turn: usize, text: String },
+    /// The reply was stopped (a barge-in or an interrupt).
+    Interrupted { turn: usize },
+    /// A turn's reply is complete (or failed): its record.
+    TurnDone(Box<TurnRecord>),
+    /// Something the user should know (no audio from the microphone, …).
+    Warning(String),
+}
+
+/// A live run's ends and its front end's hooks.
+pub struct LiveIo<'a> {
+    pub input: Box<dyn LiveInput + 'a>,
+    pub output: Option<Box<dyn LiveOutput + 'a>>,
+    pub events: Option<Sender<LiveEvent>>,
+    pub control: Arc<LiveControl>,
+    pub echo_gate: Option<EchoGate>,
+}
+
+impl<'a> LiveIo<'a> {
+    /// A recording fed at real-time pace, replies only on the timeline.
+    pub fn paced(samples: &'a [f32]) -> Self {
+        Self {
+            input: Box::new(PacedInput::new(samples)),
+            output: None,
+            events: None,
+            control: Arc::new(LiveControl::default()),
+            echo_gate: None,
+        }
+    }
+}
+
+/// What a live run counts besides its turns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveStats {
+    /// Input windows that waited because recognition was behind (none are lost).
+    pub input_waits: u64,
+    /// Input windows taken for the speaker's echo and heard as silence.
+    pub echo_gated: u64,
+    /// Reply pieces that came too late to follow the audio before them: a gap was heard.
+    pub late_pieces: u64,
+}
+
 /// What the stages share: the clock, the reply being spoken, and the turn records.
 struct Shared {
     start: Instant,
@@ -49,11 +278,21 @@ struct Shared {
     records: Mutex<BTreeMap<usize, TurnRecord>>,
     /// Windows the input had to wait for because the listener was behind (a full channel).
     overruns: AtomicU64,
+    echo_gated: AtomicU64,
+    late_pieces: AtomicU64,
+    events: Option<Sender<LiveEvent>>,
+    control: Arc<LiveControl>,
 }
 
 impl Shared {
     fn now_ms(&self) -> f64 {
         self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn emit(&self, event: LiveEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
     }
 
     fn record(&self, turn: usize, update: impl FnOnce(&mut TurnRecord)) {
@@ -88,6 +327,8 @@ enum ToVoice {
         first: bool,
         cancel: Cancel,
     },
+    /// The reply of `turn` is complete.
+    ReplyEnd(usize),
     End,
 }
 
@@ -100,6 +341,7 @@ enum ToPlayer {
         chunk: Option<(String, f64)>,
         first_of_reply: bool,
     },
+    ReplyEnd(usize),
     End,
 }
 
@@ -116,13 +358,20 @@ pub(crate) struct Stages<'a> {
     pub voice: &'a mut Voice,
 }
 
-/// Runs `heard` (16 kHz mono) through the stages, fed at real-time pace. Returns the turn
-/// records in order and the replies on the input's clock.
+/// Runs the live input through the stages until it ends or is stopped. Returns the turn
+/// records in order, the replies on the input's clock, and what was counted.
 pub(crate) fn run(
     stages: Stages<'_>,
-    heard: &[f32],
+    io: LiveIo<'_>,
     input_name: &str,
-) -> Result<(Vec<TurnRecord>, Timeline), PipelineError> {
+) -> Result<(Vec<TurnRecord>, Timeline, LiveStats), PipelineError> {
+    let LiveIo {
+        mut input,
+        mut output,
+        events,
+        control,
+        echo_gate,
+    } = io;
     let Stages {
         brain,
         turns,
@@ -142,6 +391,10 @@ pub(crate) fn run(
         current: Mutex::new(None),
         records: Mutex::new(BTreeMap::new()),
         overruns: AtomicU64::new(0),
+        echo_gated: AtomicU64::new(0),
+        late_pieces: AtomicU64::new(0),
+        events,
+        control,
     });
     let (vad_tx, vad_rx) = bounded::<Option<Vec<f32>>>(16);
     // About a minute of windows: the listener falls behind while it decodes, then catches up.
@@ -156,7 +409,7 @@ pub(crate) fn run(
 
     let timeline = std::thread::scope(|s| {
         let sh = &shared;
-        let feeder = s.spawn(move || feed(heard, &vad_tx, sh));
+        let feeder = s.spawn(move || feed(input.as_mut(), echo_gate, &vad_tx, sh));
         let vad =
             s.spawn(move || listen_for_voice(turns, &vad_rx, &ear_tx, &control_tx, sh, &turn_cfg));
         let ear = s.spawn(move || {
@@ -188,8 +441,8 @@ pub(crate) fn run(
                 &control_rx,
                 &heard_tx,
                 sh,
-                rate,
-                sentence_silence,
+                output.as_deref_mut(),
+                (rate, sentence_silence),
             )
         });
         let mut first_error = None;
@@ -219,9 +472,13 @@ pub(crate) fn run(
             None => Ok(timeline),
         }
     })?;
-    let overruns = shared.overruns.load(Ordering::Relaxed);
-    if overruns > 0 {
-        tracing::warn!(overruns, "input windows waited for the listener");
+    let stats = LiveStats {
+        input_waits: shared.overruns.load(Ordering::Relaxed),
+        echo_gated: shared.echo_gated.load(Ordering::Relaxed),
+        late_pieces: shared.late_pieces.load(Ordering::Relaxed),
+    };
+    if stats.input_waits > 0 {
+        tracing::info!(stats.input_waits, "input windows waited for the listener");
     }
     let records = shared
         .records
@@ -230,24 +487,70 @@ pub(crate) fn run(
         .values()
         .cloned()
         .collect();
-    Ok((records, timeline))
+    Ok((records, timeline, stats))
 }
 
-/// The simulated microphone: each window is handed on when it has been "captured".
-fn feed(heard: &[f32], out: &Sender<Option<Vec<f32>>>, sh: &Shared) -> Result<(), PipelineError> {
-    let mut fed = 0usize;
-    for window in heard.chunks(WINDOW) {
-        fed += window.len();
-        let due = sh.start + Duration::from_secs_f64(fed as f64 / ASR_SAMPLE_RATE as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+/// How long the input may deliver nothing before the user is told.
+const INPUT_SILENT_WARNING: Duration = Duration::from_secs(3);
+
+/// The input: each window handed on as it is captured, muted or echo-gated as asked.
+fn feed(
+    input: &mut dyn LiveInput,
+    mut echo_gate: Option<EchoGate>,
+    out: &Sender<Option<Vec<f32>>>,
+    sh: &Shared,
+) -> Result<(), PipelineError> {
+    let mut last_audio = Instant::now();
+    let mut warned = false;
+    let result = loop {
+        if sh.control.is_finishing() {
+            break Ok(());
         }
-        if out.send(Some(window.to_vec())).is_err() {
-            break;
+        let mut window = match input.next_window() {
+            Ok(Captured::Window(w)) => w,
+            Ok(Captured::Waiting) => {
+                if !warned && last_audio.elapsed() > INPUT_SILENT_WARNING {
+                    warned = true;
+                    sh.emit(LiveEvent::Warning(format!(
+                        "no audio from the input for {} s",
+                        INPUT_SILENT_WARNING.as_secs()
+                    )));
+                }
+                continue;
+            }
+            Ok(Captured::Ended) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        last_audio = Instant::now();
+        warned = false;
+        if sh.control.mute.load(Ordering::Relaxed) {
+            window.fill(0.0);
+        } else if let Some(gate) = echo_gate.as_mut() {
+            if !gate.passes(rms(&window)) {
+                window.fill(0.0);
+                sh.echo_gated.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        if out.send(Some(window)).is_err() {
+            break Ok(());
+        }
+    };
+    if sh.control.is_stopped() {
+        stop_reply(sh);
     }
     let _ = out.send(None);
-    Ok(())
+    result
+}
+
+fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
+}
+
+/// Cancels the reply in progress, if any. Returns its turn.
+fn stop_reply(sh: &Shared) -> Option<usize> {
+    let (turn, cancel) = sh.current.lock().ok().and_then(|mut c| c.take())?;
+    cancel.cancel();
+    Some(turn)
 }
 
 /// Voice activity for each window; flips the speech state for the listener's abort check and
@@ -264,18 +567,21 @@ fn listen_for_voice(
     let mut speech = false;
     while let Ok(Some(window)) = input.recv() {
         let p = turns.next_probability(&window)?;
+        let mut barge_in = sh.control.interrupt.swap(false, Ordering::SeqCst);
         if (speech && p < cfg.neg_threshold) || (!speech && p >= cfg.threshold) {
             speech = !speech;
             sh.flips.fetch_add(1, Ordering::SeqCst);
-            let now_ms = sh.now_ms();
             let playing_until = f64::from_bits(sh.speaking_until.load(Ordering::SeqCst));
-            if speech && now_ms < playing_until {
-                if let Some((turn, cancel)) = sh.current.lock().ok().and_then(|mut c| c.take()) {
-                    cancel.cancel();
-                    tracing::info!(turn, at_ms = now_ms, "barge-in: the reply stops");
-                    let _ = control.send(BargeIn { at_ms: now_ms });
-                }
+            barge_in |= speech && sh.now_ms() < playing_until;
+        }
+        if barge_in {
+            let now_ms = sh.now_ms();
+            if let Some(turn) = stop_reply(sh) {
+                tracing::info!(turn, at_ms = now_ms, "barge-in: the reply stops");
+                sh.emit(LiveEvent::Interrupted { turn });
             }
+            // The player cuts whatever is still audible, even a reply already complete.
+            let _ = control.send(BargeIn { at_ms: now_ms });
         }
         let msg = ToEar::Window {
             samples: window,
@@ -383,8 +689,12 @@ fn think(
             }
         }
         let turn = match event {
-            Heard::SpeechStarted(_) => continue,
+            Heard::SpeechStarted(_) => {
+                sh.emit(LiveEvent::SpeechStarted);
+                continue;
+            }
             Heard::Partial(p) => {
+                sh.emit(LiveEvent::Partial(p.text.clone()));
                 // Only the newest partial is worth the compute.
                 if brain.config.prefill_partials && input.is_empty() {
                     if let Err(e) = brain.prefill_partial(&p.stable) {
@@ -400,6 +710,10 @@ fn think(
         }
         number += 1;
         let decided_ms = turn.turn.decided_ms();
+        // A microphone's sample clock and the wall clock agree only to a few ms: a transcript
+        // ready before the decision (on the sample clock) counts from the decision, so the spans
+        // still add up.
+        let heard_at_ms = heard_at_ms.max(decided_ms);
         let mut rec = TurnRecord {
             schema: SCHEMA_VERSION,
             input: input_name.to_string(),
@@ -410,10 +724,14 @@ fn think(
             ..TurnRecord::default()
         };
         rec.spans.endpoint = turn.endpoint_ms;
-        rec.spans.asr_final = (heard_at_ms - decided_ms).max(0.0);
+        rec.spans.asr_final = heard_at_ms - decided_ms;
         if let Ok(mut records) = sh.records.lock() {
             records.insert(number, rec.clone());
         }
+        sh.emit(LiveEvent::Heard {
+            turn: number,
+            text: rec.transcript.clone(),
+        });
         let cancel = Cancel::new()?;
         sh.first_audio_pending.store(true, Ordering::SeqCst);
         if let Ok(mut current) = sh.current.lock() {
@@ -452,6 +770,7 @@ fn think(
             r.engine = engine;
             r.error = error;
         });
+        let _ = voice.send(ToVoice::ReplyEnd(number));
         // While the reply plays, the conversation so far goes into the cache.
         if input.is_empty() {
             if let Err(e) = brain.prefill_next_turn() {
@@ -494,6 +813,10 @@ fn reply(
     let mut chunks = 0usize;
     let mut send = |chunk: String, first_token: f64| {
         let now = sh.now_ms();
+        sh.emit(LiveEvent::Reply {
+            turn,
+            text: chunk.clone(),
+        });
         if chunks == 0 {
             rec.spans.llm_ttft = first_token - heard_at_ms;
             rec.spans.first_clause = now - first_token;
@@ -557,14 +880,21 @@ fn speak(
     first_audio: &Sender<usize>,
     sh: &Shared,
 ) -> Result<(), PipelineError> {
-    while let Ok(ToVoice::Chunk {
-        turn,
-        text,
-        text_at_ms,
-        first,
-        cancel,
-    }) = input.recv()
-    {
+    loop {
+        let (turn, text, text_at_ms, first, cancel) = match input.recv() {
+            Ok(ToVoice::Chunk {
+                turn,
+                text,
+                text_at_ms,
+                first,
+                cancel,
+            }) => (turn, text, text_at_ms, first, cancel),
+            Ok(ToVoice::ReplyEnd(turn)) => {
+                let _ = player.send(ToPlayer::ReplyEnd(turn));
+                continue;
+            }
+            Ok(ToVoice::End) | Err(_) => break,
+        };
         if cancel.is_cancelled() {
             continue;
         }
@@ -610,37 +940,66 @@ fn speak(
 }
 
 /// The speaker: each piece plays when it arrives, after what is already playing; a barge-in
-/// cuts the reply at once (with a short fade) and reports what was heard of it.
+/// cuts the reply at once (with a short fade) and reports what was heard of it. Every piece
+/// goes on the timeline and, when there is one, to the output device.
 fn play(
     input: &Receiver<ToPlayer>,
     control: &Receiver<BargeIn>,
     heard_of_reply: &Sender<(usize, String)>,
     sh: &Shared,
-    rate: u32,
-    sentence_silence: f32,
+    mut output: Option<&mut (dyn LiveOutput + '_)>,
+    (rate, sentence_silence): (u32, f32),
 ) -> Timeline {
     let mut timeline = Timeline::new(rate);
     let mut playing: Option<Playing> = None;
     let mut reply_of_turn: Vec<(usize, usize)> = Vec::new();
     let to_ms = |samples: usize| samples_to_ms(samples, rate);
+    let to_samples = |ms: f64| (ms.max(0.0) * rate as f64 / 1000.0).ceil() as usize;
+    // How much of the track the output has been given.
+    let mut written = 0usize;
+    let barge_in = |timeline: &mut Timeline,
+                    playing: &mut Option<Playing>,
+                    written: &mut usize,
+                    output: &mut Option<&mut (dyn LiveOutput + '_)>,
+                    c: BargeIn| {
+        cut(timeline, playing, c.at_ms, heard_of_reply, sh);
+        if let Some(out) = output.as_deref_mut() {
+            out.stop();
+        }
+        *written = timeline.track().len();
+    };
     loop {
         // Control first: a barge-in overtakes queued audio.
         let msg = select! {
-            recv(control) -> c => { if let Ok(c) = c { cut(&mut timeline, &mut playing, c.at_ms, heard_of_reply, sh); } continue; }
+            recv(control) -> c => {
+                if let Ok(c) = c {
+                    barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
+                }
+                continue;
+            }
             recv(input) -> m => m,
         };
         if let Ok(c) = control.try_recv() {
-            cut(&mut timeline, &mut playing, c.at_ms, heard_of_reply, sh);
+            barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
         }
-        let Ok(ToPlayer::Piece {
-            turn,
-            samples,
-            ready_ms,
-            chunk,
-            first_of_reply,
-        }) = msg
-        else {
-            break;
+        let (turn, samples, ready_ms, chunk, first_of_reply) = match msg {
+            Ok(ToPlayer::Piece {
+                turn,
+                samples,
+                ready_ms,
+                chunk,
+                first_of_reply,
+            }) => (turn, samples, ready_ms, chunk, first_of_reply),
+            Ok(ToPlayer::ReplyEnd(turn)) => {
+                if let Some(out) = output.as_deref_mut() {
+                    out.end_of_reply();
+                }
+                if let Some(rec) = sh.records.lock().ok().and_then(|r| r.get(&turn).cloned()) {
+                    sh.emit(LiveEvent::TurnDone(Box::new(rec)));
+                }
+                continue;
+            }
+            Ok(ToPlayer::End) | Err(_) => break,
         };
         let now_ms = sh.now_ms();
         if first_of_reply {
@@ -652,15 +1011,17 @@ fn play(
             let (text, text_at_ms) = chunk.unwrap_or_default();
             playing = Some(Playing {
                 turn,
-                start: (start_ms * rate as f64 / 1000.0).round() as usize,
+                start: to_samples(start_ms),
                 chunks: vec![(0, text)],
                 cut: false,
             });
+            // A sound card adds its own latency before the first sample is heard.
+            let device_ms = output.as_deref().map_or(0.0, |o| o.latency_ms());
             sh.record(turn, |r| {
                 r.spans.tts_first_audio = ready_ms - text_at_ms;
-                r.spans.output = start_ms - ready_ms;
-                r.reply_start_ms = start_ms;
-                r.v2v_ms = start_ms - r.speech_end_ms;
+                r.spans.output = start_ms + device_ms - ready_ms;
+                r.reply_start_ms = start_ms + device_ms;
+                r.v2v_ms = r.reply_start_ms - r.speech_end_ms;
             });
         } else {
             let Some(p) = playing.as_mut().filter(|p| p.turn == turn && !p.cut) else {
@@ -676,14 +1037,35 @@ fn play(
                     _ => CLAUSE_SILENCE,
                 };
                 at_ms = at_ms.max(to_ms(timeline.track().len()) + pause as f64 * 1000.0);
-                let at = (at_ms * rate as f64 / 1000.0).ceil() as usize;
+                let at = to_samples(at_ms);
                 p.chunks
                     .push((at.max(timeline.track().len()) - p.start, text));
+            } else if to_samples(now_ms) > timeline.track().len() {
+                // The audio before it has already played out: a gap is heard.
+                sh.late_pieces.fetch_add(1, Ordering::Relaxed);
             }
             timeline.extend_last(at_ms, &samples);
         }
+        if let Some(out) = output.as_deref_mut() {
+            // The piece ends the track; silence before it is written only where it is still
+            // to come (time that has passed was silent on the device anyway).
+            let end = timeline.track().len();
+            let piece_start = end - samples.len();
+            let from = written.max(to_samples(sh.now_ms()).min(piece_start));
+            if let Err(e) = out.play(&timeline.track()[from.min(end)..end]) {
+                tracing::warn!(turn, "the speaker failed: {e}");
+            }
+            written = end;
+        }
         sh.speaking_until
             .store(to_ms(timeline.track().len()).to_bits(), Ordering::SeqCst);
+    }
+    if let Some(out) = output {
+        // Finishing: what is queued plays out (unless stopped meanwhile).
+        while !sh.control.is_stopped() && out.queued_ms() > 0.0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        out.stop();
     }
     for (turn, index) in reply_of_turn {
         if let Some(&(_, len)) = timeline.replies().get(index) {
@@ -720,5 +1102,31 @@ fn cut(
         let played = (played_ms * timeline.sample_rate() as f64 / 1000.0) as usize;
         let _ = heard_of_reply.send((p.turn, heard_part(&p.chunks, played)));
         sh.speaking_until.store(at_ms.to_bits(), Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hark_audio::device::PlaybackLevel;
+
+    #[test]
+    fn the_echo_gate_learns_the_echo_path_and_lets_louder_speech_through() {
+        let level = PlaybackLevel::default();
+        let mut gate = EchoGate::new(level.clone(), 10.0);
+        // Nothing playing: everything gets through.
+        assert!(gate.passes(0.001));
+        // Playing at 0.2 with an echo path of -12 dB (0.25): the echo is learned and gated.
+        level.set(0.2);
+        let echo = 0.2 * 0.25;
+        let gated = (0..50).filter(|_| !gate.passes(echo)).count();
+        assert_eq!(gated, 50, "the echo itself never gets through");
+        assert!((gate.echo_gain - 0.25).abs() < 0.05, "{}", gate.echo_gain);
+        // Speech 6 dB above the echo is not enough; 14 dB above it is.
+        assert!(!gate.passes(echo * 2.0));
+        assert!(gate.passes(echo * 5.0));
+        // Before it has heard the echo path, the gate holds back anything below the playback.
+        let mut fresh = EchoGate::new(level, 10.0);
+        assert!(!fresh.passes(0.15));
     }
 }
