@@ -7,6 +7,7 @@ mod bench_v2v;
 mod models_cmd;
 mod report_cmd;
 mod run_cmd;
+mod talk_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Talk to Hark through the microphone and hear it answer; speak over it to interrupt.
+    /// Shows what it heard, its reply as it streams, and each turn's latency.
+    Talk(talk_cmd::TalkArgs),
     /// Answer the questions spoken in WAV files: writes the spoken reply, prints the transcript,
     /// the reply and each turn's latency.
     Run(run_cmd::RunArgs),
@@ -56,8 +60,10 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The PulseAudio client logs its own normal disconnection at exit as an error.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},pulseaudio::client::reactor=off"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -72,6 +78,7 @@ fn real_main() -> Result<()> {
             .unwrap_or_else(hark_models::ModelStore::default_root),
     )?;
     match cli.command {
+        Command::Talk(args) => talk_cmd::run(args, &store),
         Command::Run(args) => run_cmd::run(args, &store),
         Command::Report(args) => report_cmd::run(args),
         Command::Models(args) => models_cmd::run(args, &store),

@@ -27,24 +27,6 @@ pub struct RunArgs {
     /// one clock (a directory when there are several inputs).
     #[arg(long, value_name = "C.wav")]
     conversation: Option<PathBuf>,
-    /// The assistant's instructions.
-    #[arg(long, value_name = "TEXT")]
-    system: Option<String>,
-    /// Longest reply, in tokens.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    max_reply_tokens: usize,
-    /// A reply stops after this many sentences (0: no limit).
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    max_reply_sentences: usize,
-    /// Silence that ends a turn while its transcript does not tell how finished it is, ms.
-    #[arg(long, default_value_t = 500.0, value_name = "MS")]
-    end_silence_ms: f64,
-    /// Silence that ends a turn whose transcript reads as a finished sentence, ms.
-    #[arg(long, default_value_t = 300.0, value_name = "MS")]
-    finished_silence_ms: f64,
-    /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
-    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
-    unfinished_silence_ms: f64,
     /// Suppress background noise (RNNoise) before listening; helps in steady noise, costs a
     /// little on clean speech (see `hark bench asr --noise`).
     #[arg(long)]
@@ -72,6 +54,34 @@ pub struct RunArgs {
     /// chunk by chunk as it is generated.
     #[arg(long)]
     sequential_speech: bool,
+    /// Keep one conversation across all inputs instead of starting afresh for each.
+    #[arg(long)]
+    continue_conversation: bool,
+    #[command(flatten)]
+    conversation_args: ConversationArgs,
+}
+
+/// How Hark converses: the options `hark run` and `hark talk` share.
+#[derive(Debug, Args)]
+pub struct ConversationArgs {
+    /// The assistant's instructions.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Longest reply, in tokens.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_reply_tokens: usize,
+    /// A reply stops after this many sentences (0: no limit).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_reply_sentences: usize,
+    /// Silence that ends a turn while its transcript does not tell how finished it is, ms.
+    #[arg(long, default_value_t = 500.0, value_name = "MS")]
+    end_silence_ms: f64,
+    /// Silence that ends a turn whose transcript reads as a finished sentence, ms.
+    #[arg(long, default_value_t = 300.0, value_name = "MS")]
+    finished_silence_ms: f64,
+    /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
+    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
+    unfinished_silence_ms: f64,
     /// Sampling temperature (0: greedy, reproducible).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -88,9 +98,37 @@ pub struct RunArgs {
     /// Fail instead of fetching missing models.
     #[arg(long)]
     no_fetch: bool,
-    /// Keep one conversation across all inputs instead of starting afresh for each.
-    #[arg(long)]
-    continue_conversation: bool,
+}
+
+impl ConversationArgs {
+    /// The pipeline's configuration from these options (fetching the models unless
+    /// `--no-fetch`), listening with partial decodes when `partials`.
+    pub fn config(&self, store: &ModelStore, partials: bool) -> Result<PipelineConfig> {
+        let paths = model_paths(store, !self.no_fetch)?;
+        let mut config = PipelineConfig::new(paths);
+        if let Some(system) = &self.system {
+            config.system_prompt = system.clone();
+        }
+        if let Some(threads) = self.threads {
+            config.threads = threads.max(1);
+        }
+        let window = self.asr_window.unwrap_or(hark_pipeline::FITTED_WINDOW);
+        config.asr_window = window;
+        config.listen = Some(ListenConfig {
+            finished_end_silence_ms: self.finished_silence_ms.max(32.0),
+            unfinished_end_silence_ms: self.unfinished_silence_ms.max(32.0),
+            window,
+            final_threads: config.threads,
+            partials,
+            ..ListenConfig::default()
+        });
+        config.max_reply_tokens = self.max_reply_tokens.max(1);
+        config.max_reply_sentences = self.max_reply_sentences;
+        config.turn.end_silence_ms = self.end_silence_ms.max(32.0);
+        config.sampler.temperature = self.temperature.max(0.0);
+        config.sampler.seed = self.seed;
+        Ok(config)
+    }
 }
 
 pub fn parse_asr_window(text: &str) -> Result<hark_pipeline::EncoderWindow, String> {
@@ -226,36 +264,18 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         inputs.push((path.clone(), decoded.audio));
     }
 
-    let paths = model_paths(store, !args.no_fetch)?;
-    let mut config = PipelineConfig::new(paths);
-    if let Some(system) = args.system {
-        config.system_prompt = system;
-    }
-    if let Some(threads) = args.threads {
-        config.threads = threads.max(1);
+    // Live, a partial decode in flight when the user falls silent cannot be stopped inside
+    // Whisper's encoder and delays the final decode by up to its own length (measured: +200-400
+    // ms of endpoint on two cores), more than partial prefill saves (~12 ms).
+    let partials = !args.no_partial_prefill && !args.realtime;
+    let mut config = args.conversation_args.config(store, partials)?;
+    if args.sequential_asr {
+        config.listen = None;
     }
     config.denoise = args.denoise;
     config.stream_speech = !args.sequential_speech;
-    let window = args.asr_window.unwrap_or(hark_pipeline::FITTED_WINDOW);
-    config.asr_window = window;
-    config.listen = (!args.sequential_asr).then_some(ListenConfig {
-        finished_end_silence_ms: args.finished_silence_ms.max(32.0),
-        unfinished_end_silence_ms: args.unfinished_silence_ms.max(32.0),
-        window,
-        final_threads: config.threads,
-        // Live, a partial decode in flight when the user falls silent cannot be stopped inside
-        // Whisper's encoder and delays the final decode by up to its own length (measured:
-        // +200-400 ms of endpoint on two cores), more than partial prefill saves (~12 ms).
-        partials: !args.no_partial_prefill && !args.realtime,
-        ..ListenConfig::default()
-    });
-    config.prefill_partials = !args.no_partial_prefill && !args.sequential_asr && !args.realtime;
+    config.prefill_partials = partials && !args.sequential_asr;
     config.preemptive = !args.no_preemptive && !args.sequential_asr;
-    config.max_reply_tokens = args.max_reply_tokens.max(1);
-    config.max_reply_sentences = args.max_reply_sentences;
-    config.turn.end_silence_ms = args.end_silence_ms.max(32.0);
-    config.sampler.temperature = args.temperature.max(0.0);
-    config.sampler.seed = args.seed;
     let mut pipeline = Pipeline::load(config).context("loading the models")?;
     writeln!(
         report,
