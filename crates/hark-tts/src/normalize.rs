@@ -140,6 +140,28 @@ fn unit(written: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, one, many)| (*one, *many))
 }
 
+/// "3pm", "3:30pm", "3.30pm", "11a.m." in words ("three thirty p m"); `None` for anything else.
+fn time_with_meridiem(word: &str) -> Option<String> {
+    let lower = word.to_lowercase();
+    let (rest, letters) = ["a.m.", "p.m.", "a.m", "p.m", "am", "pm"]
+        .iter()
+        .find_map(|ap| lower.strip_suffix(ap).map(|r| (r, &ap[..1])))?;
+    let (h, m) = match rest.split_once([':', '.']) {
+        Some((h, m)) if m.len() == 2 => (h.parse::<u64>().ok()?, m.parse::<u64>().ok()?),
+        Some(_) => return None,
+        None => (rest.parse::<u64>().ok()?, 0),
+    };
+    if !(1..=12).contains(&h) || m >= 60 {
+        return None;
+    }
+    let minutes = match m {
+        0 => String::new(),
+        1..=9 => format!(" oh {}", number_words(m)),
+        _ => format!(" {}", number_words(m)),
+    };
+    Some(format!("{}{minutes} {letters} m", number_words(h)))
+}
+
 /// A number-like token (and the unit or "am"/"pm" after it, when it takes it) in words; `true`
 /// when the next token was used.
 fn number_phrase(word: &str, next: Option<&str>) -> Option<(String, bool)> {
@@ -165,6 +187,11 @@ fn number_phrase(word: &str, next: Option<&str>) -> Option<(String, bool)> {
     // Percentages.
     if let Some(rest) = word.strip_suffix('%') {
         return Some((format!("{} percent", plain_number(rest)?), false));
+    }
+    // Times with the meridiem attached: 3pm, 3:30pm, 3.30pm (as British English writes it),
+    // 11a.m.
+    if let Some(spoken) = time_with_meridiem(word) {
+        return Some((spoken, false));
     }
     // Times: 3:30, 12:05, 9:00, with am/pm after.
     if let Some((h, m)) = word.split_once(':') {
@@ -482,6 +509,9 @@ mod tests {
             ("It opens at 9:00.", "It opens at nine o'clock."),
             ("Lunch is at 12:05", "Lunch is at twelve oh five"),
             ("Come at 3 PM.", "Come at three p m."),
+            ("At 3.30pm on Tuesday.", "At three thirty p m on Tuesday."),
+            ("From 9am to 5:05PM.", "From nine a m to five oh five p m."),
+            ("It opens at 11a.m.", "It opens at eleven a m."),
             (
                 "On 2024-05-01 we left.",
                 "On May first, twenty twenty four we left.",

@@ -75,7 +75,7 @@ pub fn string<'a>(fields: &[Field<'a>], number: u32) -> Result<&'a str, String> 
     Ok(strings(fields, number)?.first().copied().unwrap_or(""))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::proto::{fields, put_bytes, put_field, string, strings, Field, LEN};
+use super::proto::{fields, put_bytes, put_field, put_varint, string, strings, Field, LEN};
 
 /// The three parts, as ONNX models, and the tensors that pass between them.
 pub struct Parts {
@@ -41,6 +41,12 @@ const NODE_INPUT: u32 = 1;
 const NODE_OUTPUT: u32 = 2;
 const NODE_NAME: u32 = 3;
 const NODE_OP_TYPE: u32 = 4;
+const NODE_ATTRIBUTE: u32 = 5;
+const ATTRIBUTE_NAME: u32 = 1;
+const ATTRIBUTE_FLOAT: u32 = 2;
+const ATTRIBUTE_TYPE: u32 = 20;
+/// Protobuf wire type of a 32-bit fixed field (a float).
+const FIXED32: u32 = 5;
 const TENSOR_NAME: u32 = 8;
 const VALUE_INFO_NAME: u32 = 1;
 
@@ -66,6 +72,39 @@ fn named<'a>(
         .filter(|f| f.number == number && f.wire == LEN)
         .map(|f| Ok((string(&super::proto::fields(f.body)?, name_field)?, f.body)))
         .collect()
+}
+
+/// A random node (VITS samples its durations and its prior with `RandomNormalLike`) given a
+/// fixed seed when it has none, so that a voice says a text the same way in every run (the same
+/// sequence of calls gives the same audio) and a test of it is repeatable; the noise is as
+/// random as before within a run. `None` for any other node.
+fn seeded(node: &Node<'_>, index: usize) -> Option<Vec<u8>> {
+    if !matches!(
+        node.op_type,
+        "RandomNormalLike" | "RandomNormal" | "RandomUniformLike" | "RandomUniform"
+    ) {
+        return None;
+    }
+    let has_seed = fields(node.body).ok()?.iter().any(|f| {
+        f.number == NODE_ATTRIBUTE
+            && fields(f.body)
+                .ok()
+                .and_then(|a| string(&a, ATTRIBUTE_NAME).ok().map(|n| n == "seed"))
+                .unwrap_or(false)
+    });
+    if has_seed {
+        return None;
+    }
+    // AttributeProto { name: "seed", f: index + 1, type: FLOAT }.
+    let mut attribute = Vec::new();
+    put_bytes(&mut attribute, ATTRIBUTE_NAME, b"seed");
+    put_varint(&mut attribute, u64::from(ATTRIBUTE_FLOAT << 3 | FIXED32));
+    attribute.extend_from_slice(&((index + 1) as f32).to_le_bytes());
+    put_varint(&mut attribute, u64::from(ATTRIBUTE_TYPE << 3));
+    put_varint(&mut attribute, 1);
+    let mut body = node.body.to_vec();
+    put_bytes(&mut body, NODE_ATTRIBUTE, &attribute);
+    Some(body)
 }
 
 /// Cuts `model` (a Piper voice's `.onnx` bytes) into front, flow and decoder.
@@ -219,7 +258,10 @@ pub fn split(model: &[u8]) -> Result<Parts, String> {
             .chain((0..nodes.len()).filter(|&i| stage[i] == s));
         let mut weights = HashSet::new();
         for i in members {
-            put_bytes(&mut body, GRAPH_NODE, nodes[i].body);
+            match seeded(&nodes[i], i) {
+                Some(node) => put_bytes(&mut body, GRAPH_NODE, &node),
+                None => put_bytes(&mut body, GRAPH_NODE, nodes[i].body),
+            }
             for t in &nodes[i].inputs {
                 if let Some(w) = initializers.get(t) {
                     if weights.insert(*t) {
