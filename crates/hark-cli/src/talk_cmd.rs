@@ -273,39 +273,48 @@ fn show(
     };
     let mut out = std::io::stdout();
     let mut answered = 0usize;
-    let mut line_open = false;
+    let mut line = Line::Empty;
     for event in events {
         match event {
             LiveEvent::SpeechStarted => {}
             LiveEvent::Partial(text) => {
                 if tty {
+                    if line == Line::Reply {
+                        write!(out, "{nl}")?;
+                    }
                     write!(out, "\r\x1b[2K{dim}you: {text}…{reset}")?;
-                    line_open = true;
+                    line = Line::Partial;
                 }
             }
             LiveEvent::Heard { text, .. } => {
-                if tty {
-                    write!(out, "\r\x1b[2K")?;
+                match line {
+                    Line::Partial => write!(out, "\r\x1b[2K")?,
+                    Line::Reply => write!(out, "{nl}")?,
+                    Line::Empty => {}
                 }
                 write!(out, "{bold}you:{reset} {text}{nl}{bold}hark:{reset}")?;
-                line_open = true;
+                line = Line::Reply;
             }
             LiveEvent::Reply { text, .. } => {
+                if line != Line::Reply {
+                    write!(out, "{nl}{bold}hark:{reset} …")?;
+                    line = Line::Reply;
+                }
                 write!(out, " {text}")?;
             }
             LiveEvent::Interrupted { .. } => {
-                write!(out, " {dim}[interrupted]{reset}")?;
+                if line == Line::Reply {
+                    write!(out, " {dim}[interrupted]{reset}")?;
+                } else {
+                    write!(out, "{dim}[interrupted]{reset}{nl}")?;
+                }
             }
             LiveEvent::Warning(text) => {
-                if line_open {
-                    write!(out, "{nl}")?;
-                    line_open = false;
-                }
+                end_line(&mut out, &mut line, tty, nl)?;
                 write!(out, "{dim}[{text}]{reset}{nl}")?;
             }
             LiveEvent::TurnDone(rec) => {
-                write!(out, "{nl}")?;
-                line_open = false;
+                end_line(&mut out, &mut line, tty, nl)?;
                 write_turn(&mut out, &rec, nl, dim, reset)?;
                 if let Some(t) = trace.as_mut() {
                     serde_json::to_writer(&mut *t, &*rec)?;
@@ -320,9 +329,26 @@ fn show(
         }
         out.flush()?;
     }
-    if line_open {
-        write!(out, "{nl}")?;
+    end_line(&mut out, &mut line, tty, nl)?;
+    Ok(())
+}
+
+/// What the cursor's line holds: a partial transcript is redrawn in place, a reply grows.
+#[derive(PartialEq)]
+enum Line {
+    Empty,
+    Partial,
+    Reply,
+}
+
+/// Ends the cursor's line: a reply stays, a partial transcript is wiped (it will be redrawn).
+fn end_line(out: &mut impl Write, line: &mut Line, tty: bool, nl: &str) -> std::io::Result<()> {
+    match line {
+        Line::Reply => write!(out, "{nl}")?,
+        Line::Partial if tty => write!(out, "\r\x1b[2K")?,
+        _ => {}
     }
+    *line = Line::Empty;
     Ok(())
 }
 

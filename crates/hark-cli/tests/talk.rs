@@ -16,6 +16,8 @@ use common::*;
 use hark_core::wer::wer;
 
 const MIC_RATE: usize = 16_000;
+/// One test at a time talks through the audio server (there is one microphone).
+static AUDIO: Mutex<()> = Mutex::new(());
 const PLAYED_RATE: usize = 22_050;
 
 /// The test's audio server: the one `scripts/test` started (`HARK_TEST_AUDIO_SERVER`), or one
@@ -128,6 +130,7 @@ fn sounds(samples: &[f32], rate: usize, bridge: f64) -> Vec<(f64, f64)> {
 
 #[test]
 fn a_spoken_question_gets_a_spoken_answer_and_speaking_over_it_stops_it() {
+    let _one_at_a_time = AUDIO.lock().unwrap_or_else(|e| e.into_inner());
     let Some(server) = AudioServer::get() else {
         return;
     };
@@ -335,4 +338,68 @@ fn no_sound_card_is_a_clear_message() {
     let out = run(&mut list);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no sound devices"));
+}
+
+#[test]
+fn ctrl_c_ends_the_conversation_cleanly() {
+    let _one_at_a_time = AUDIO.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = AudioServer::get() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("talk.jsonl");
+    let mut talk = hark();
+    server.env(&mut talk);
+    talk.args(["talk", "--trace"])
+        .arg(&trace)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut talk = Reaped(talk.spawn().expect("start hark talk"));
+    // The microphone hears silence; once Hark listens, Ctrl-C.
+    let fifo = server.dir.join("mic.fifo");
+    let done = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut mic = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let silence = to_pcm(&vec![0.0f32; MIC_RATE / 50]);
+            while !done.load(Ordering::SeqCst) && mic.write_all(&silence).is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut stdout = BufReader::new(talk.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 && !line.contains("hark: listening") {
+        line.clear();
+    }
+    assert!(line.contains("hark: listening"), "{line}");
+    let pid = talk.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = talk.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "hark talk did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    done.store(true, Ordering::SeqCst);
+    feeder.join().unwrap();
+    let rest = std::io::read_to_string(stdout).unwrap();
+    let stderr = std::io::read_to_string(talk.0.stderr.take().unwrap()).unwrap();
+    eprintln!("--- stdout\n{rest}\n--- stderr\n{stderr}");
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.contains("hark: 0 turn(s)"),
+        "the summary is printed: {rest}"
+    );
+    assert!(!stderr.contains("panicked"));
 }

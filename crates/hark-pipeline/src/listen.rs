@@ -195,6 +195,34 @@ pub enum Heard {
     Turn(HeardTurn),
 }
 
+/// The input heard so far, of which a live listener keeps only the recent part: `samples`
+/// starts at sample `start` of the input (16 kHz mono). Positions are always counted from the
+/// input's beginning.
+#[derive(Debug, Clone, Copy)]
+pub struct Audio<'a> {
+    pub start: usize,
+    pub samples: &'a [f32],
+}
+
+impl<'a> Audio<'a> {
+    /// A whole input.
+    pub fn whole(samples: &'a [f32]) -> Self {
+        Self { start: 0, samples }
+    }
+
+    /// Where the audio heard so far ends.
+    pub fn end(&self) -> usize {
+        self.start + self.samples.len()
+    }
+
+    /// Samples `from..to` (positions in the input); what was forgotten before `start` is left
+    /// out.
+    pub fn range(&self, from: usize, to: usize) -> &'a [f32] {
+        let to = to.clamp(self.start, self.end()) - self.start;
+        &self.samples[(from.max(self.start) - self.start).min(to)..to]
+    }
+}
+
 /// The listener's state, fed one VAD window at a time ([`Listener::push`]) and closed at the
 /// input's end ([`Listener::finish`]). [`listen`] runs it over a whole input.
 pub struct Listener {
@@ -231,12 +259,24 @@ impl Listener {
         self.open.is_some()
     }
 
-    /// The next window's speech probability `p`; `samples` is the input so far (16 kHz mono,
-    /// through at least this window). Decodes run on `asr` and are placed by `clock`.
+    /// The earliest sample (position in the input) the listener may still read: audio before it
+    /// can be forgotten.
+    pub fn needs_audio_from(&self) -> usize {
+        let end = self.windows * WINDOW;
+        let noise = end.saturating_sub(NOISE_FLOOR_SPAN);
+        match &self.open {
+            Some(o) => o.start.saturating_sub(self.pre_roll).min(noise),
+            None => end.saturating_sub(self.pre_roll + WINDOW).min(noise),
+        }
+    }
+
+    /// The next window's speech probability `p`; `audio` is the input so far (through at least
+    /// this window, from at least [`Listener::needs_audio_from`]). Decodes run on `asr` and are
+    /// placed by `clock`.
     pub fn push(
         &mut self,
         p: f32,
-        samples: &[f32],
+        audio: Audio<'_>,
         asr: &mut Transcriber,
         clock: &dyn DecodeClock,
         heard: &mut Vec<Heard>,
@@ -245,7 +285,7 @@ impl Listener {
         let i = self.windows;
         self.windows += 1;
         // This window's probability is known once the window has arrived.
-        let now = ((i + 1) * WINDOW).min(samples.len());
+        let now = ((i + 1) * WINDOW).min(audio.end());
         let now_ms = ms(now);
         let Some(o) = self.open.as_mut() else {
             if p >= c.threshold {
@@ -274,11 +314,12 @@ impl Listener {
             o.silent = 0;
             if cfg.partials && now >= o.next_hop && self.free_ms <= now_ms {
                 let t = Instant::now();
-                let text =
-                    match asr.transcribe_partial(&samples[audio_start..now], cfg.stream.threads) {
-                        Err(hark_asr::AsrError::Aborted) => None,
-                        other => other?,
-                    };
+                let text = match asr
+                    .transcribe_partial(audio.range(audio_start, now), cfg.stream.threads)
+                {
+                    Err(hark_asr::AsrError::Aborted) => None,
+                    other => other?,
+                };
                 let spent = t.elapsed().as_secs_f64() * 1000.0;
                 o.decode_ms += spent;
                 self.free_ms = clock.finished(now_ms, spent);
@@ -300,13 +341,13 @@ impl Listener {
         o.silent += 1;
         // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
         let long_enough =
-            ((o.last_speech + 1) * WINDOW).min(samples.len()) - o.start >= self.min_speech;
+            ((o.last_speech + 1) * WINDOW).min(audio.end()) - o.start >= self.min_speech;
         if o.silent == 1 && long_enough {
             // Silence begins: abandon whatever is decoding and decode the utterance as it is.
             o.partials.retain(|p| p.ready_ms <= now_ms);
             let t = Instant::now();
             let decoded =
-                asr.transcribe_with(&samples[audio_start..now], cfg.window, cfg.final_threads);
+                asr.transcribe_with(audio.range(audio_start, now), cfg.window, cfg.final_threads);
             let spent = t.elapsed().as_secs_f64() * 1000.0;
             o.decode_ms += spent;
             self.free_ms = clock.finished(now_ms, spent);
@@ -343,7 +384,7 @@ impl Listener {
         if ms(o.silent * WINDOW) < required_ms {
             return Ok(());
         }
-        if let Some(t) = self.close(now, samples) {
+        if let Some(t) = self.close(now, audio) {
             heard.push(Heard::Turn(t));
         }
         Ok(())
@@ -351,20 +392,15 @@ impl Listener {
 
     /// The turn ends at `now` (samples): the one in silence with its transcript, or nothing for
     /// a burst too short to be a turn (no final decode ran for it).
-    fn close(&mut self, now: usize, samples: &[f32]) -> Option<HeardTurn> {
+    fn close(&mut self, now: usize, audio: Audio<'_>) -> Option<HeardTurn> {
         let o = self.open.take()?;
         let cand = o.candidate?;
         let audio_start = o.start.saturating_sub(self.pre_roll);
-        let vad_end = ((o.last_speech + 1) * WINDOW).min(samples.len());
-        // The noise floor of the last half minute: as local as the noise, and a turn's end
-        // costs the same an hour into a conversation as at its start.
-        let floor_db = self
-            .floor_db
-            .unwrap_or_else(|| noise_floor_db(&samples[now.saturating_sub(NOISE_FLOOR_SPAN)..now]));
+        let vad_end = ((o.last_speech + 1) * WINDOW).min(audio.end());
         let turn = Turn {
             audio_start,
             speech_start: o.start,
-            speech_end: precise_speech_end(samples, o.start, vad_end, floor_db),
+            speech_end: self.speech_end(audio, o.start, vad_end, now),
             decided_at: now,
         };
         Some(HeardTurn {
@@ -380,21 +416,33 @@ impl Listener {
         })
     }
 
-    /// The input has ended after `samples`: a turn in silence ends there; speech running to the
+    /// Where the speech of a turn (`start..vad_end`, decided at `now`) really ended: the last
+    /// frame clearly above the noise floor of the last half minute (as local as the noise, and
+    /// as cheap an hour into a conversation as at its start).
+    fn speech_end(&self, audio: Audio<'_>, start: usize, vad_end: usize, now: usize) -> usize {
+        let floor_db = self.floor_db.unwrap_or_else(|| {
+            noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now))
+        });
+        let start = start.max(audio.start);
+        let region = audio.range(start, vad_end);
+        start + precise_speech_end(region, 0, region.len(), floor_db)
+    }
+
+    /// The input has ended after `audio`: a turn in silence ends there; speech running to the
     /// end is decoded now, and the input's end decides the turn.
     pub fn finish(
         &mut self,
-        samples: &[f32],
+        audio: Audio<'_>,
         asr: &mut Transcriber,
         clock: &dyn DecodeClock,
         heard: &mut Vec<Heard>,
     ) -> Result<(), hark_asr::AsrError> {
-        let end = samples.len();
+        let end = audio.end();
         let Some(o) = self.open.as_ref() else {
             return Ok(());
         };
         if o.silent > 0 {
-            if let Some(t) = self.close(end, samples) {
+            if let Some(t) = self.close(end, audio) {
                 heard.push(Heard::Turn(t));
             }
             return Ok(());
@@ -410,19 +458,16 @@ impl Listener {
         let begin_ms = self.free_ms.max(ms(end));
         let t = Instant::now();
         let transcript = asr.transcribe_with(
-            &samples[audio_start..end],
+            audio.range(audio_start, end),
             self.cfg.window,
             self.cfg.final_threads,
         )?;
         let spent = t.elapsed().as_secs_f64() * 1000.0;
         let ready_ms = clock.finished(begin_ms, spent);
-        let floor_db = self
-            .floor_db
-            .unwrap_or_else(|| noise_floor_db(&samples[end.saturating_sub(NOISE_FLOOR_SPAN)..]));
         let turn = Turn {
             audio_start,
             speech_start: o.start,
-            speech_end: precise_speech_end(samples, o.start, vad_end, floor_db),
+            speech_end: self.speech_end(audio, o.start, vad_end, end),
             decided_at: end,
         };
         heard.push(Heard::Turn(HeardTurn {
@@ -453,10 +498,11 @@ pub fn listen(
 ) -> Result<Vec<HeardTurn>, hark_asr::AsrError> {
     let mut listener = Listener::new(turn, cfg, Some(noise_floor_db(samples)));
     let mut heard = Vec::new();
+    let audio = Audio::whole(samples);
     for &p in probs {
-        listener.push(p, samples, asr, &SampleClock, &mut heard)?;
+        listener.push(p, audio, asr, &SampleClock, &mut heard)?;
     }
-    listener.finish(samples, asr, &SampleClock, &mut heard)?;
+    listener.finish(audio, asr, &SampleClock, &mut heard)?;
     Ok(heard
         .into_iter()
         .filter_map(|h| match h {

@@ -33,7 +33,7 @@ use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 
 use crate::brain::{heard_part, Brain};
-use crate::listen::{Heard, Listener, WallClock};
+use crate::listen::{Audio, Heard, Listener, WallClock};
 use crate::timeline::Timeline;
 use crate::{complete_sentences, PipelineError, CLAUSE_SILENCE};
 
@@ -603,6 +603,9 @@ fn listen_for_voice(
     Ok(())
 }
 
+/// How much heard audio the ear keeps before it forgets what the listener no longer needs.
+const FORGET_AFTER: usize = 60 * ASR_SAMPLE_RATE as usize;
+
 /// The longest recognition holds back for a reply's first audio.
 const MAX_HOLD: Duration = Duration::from_millis(500);
 
@@ -621,7 +624,10 @@ fn hear(
     })));
     let clock = WallClock { start: sh.start };
     let mut listener = Listener::new(turn_cfg, listen_cfg, None);
+    // What was heard, from sample `start` on: what the listener no longer needs is forgotten,
+    // so an hour's conversation holds no more than a minute or so of audio.
     let mut samples = Vec::new();
+    let mut start = 0usize;
     let mut heard = Vec::new();
     let result = (|| {
         while let Ok(msg) = input.recv() {
@@ -640,14 +646,27 @@ fn hear(
                 } => {
                     samples.extend_from_slice(&window);
                     sh.decode_base.store(flips, Ordering::SeqCst);
-                    if let Err(e) = listener.push(p, &samples, asr, &clock, &mut heard) {
+                    let audio = Audio {
+                        start,
+                        samples: &samples,
+                    };
+                    if let Err(e) = listener.push(p, audio, asr, &clock, &mut heard) {
                         tracing::warn!("recognition failed; the turn goes on: {e}");
+                    }
+                    let needed = listener.needs_audio_from();
+                    if needed > start && samples.len() > FORGET_AFTER {
+                        samples.drain(..(needed - start).min(samples.len()));
+                        start = needed.max(start);
                     }
                 }
                 ToEar::End => {
                     sh.decode_base
                         .store(sh.flips.load(Ordering::SeqCst), Ordering::SeqCst);
-                    listener.finish(&samples, asr, &clock, &mut heard)?;
+                    let audio = Audio {
+                        start,
+                        samples: &samples,
+                    };
+                    listener.finish(audio, asr, &clock, &mut heard)?;
                 }
             }
             for h in heard.drain(..) {
@@ -966,7 +985,7 @@ fn play(
         if let Some(out) = output.as_deref_mut() {
             out.stop();
         }
-        *written = timeline.track().len();
+        *written = timeline.end();
     };
     loop {
         // Control first: a barge-in overtakes queued audio.
@@ -1036,11 +1055,10 @@ fn play(
                     }
                     _ => CLAUSE_SILENCE,
                 };
-                at_ms = at_ms.max(to_ms(timeline.track().len()) + pause as f64 * 1000.0);
+                at_ms = at_ms.max(to_ms(timeline.end()) + pause as f64 * 1000.0);
                 let at = to_samples(at_ms);
-                p.chunks
-                    .push((at.max(timeline.track().len()) - p.start, text));
-            } else if to_samples(now_ms) > timeline.track().len() {
+                p.chunks.push((at.max(timeline.end()) - p.start, text));
+            } else if to_samples(now_ms) > timeline.end() {
                 // The audio before it has already played out: a gap is heard.
                 sh.late_pieces.fetch_add(1, Ordering::Relaxed);
             }
@@ -1049,16 +1067,21 @@ fn play(
         if let Some(out) = output.as_deref_mut() {
             // The piece ends the track; silence before it is written only where it is still
             // to come (time that has passed was silent on the device anyway).
-            let end = timeline.track().len();
+            let end = timeline.end();
             let piece_start = end - samples.len();
             let from = written.max(to_samples(sh.now_ms()).min(piece_start));
-            if let Err(e) = out.play(&timeline.track()[from.min(end)..end]) {
+            if let Err(e) = out.play(timeline.range(from, end)) {
                 tracing::warn!(turn, "the speaker failed: {e}");
             }
             written = end;
+            // What the speaker has been given is its own: a long conversation keeps only the
+            // reply being played (a barge-in cuts it).
+            if let Some(p) = &playing {
+                timeline.forget_before(p.start);
+            }
         }
         sh.speaking_until
-            .store(to_ms(timeline.track().len()).to_bits(), Ordering::SeqCst);
+            .store(to_ms(timeline.end()).to_bits(), Ordering::SeqCst);
     }
     if let Some(out) = output {
         // Finishing: what is queued plays out (unless stopped meanwhile).

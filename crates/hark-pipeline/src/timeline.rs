@@ -8,7 +8,10 @@ use hark_core::AudioBuffer;
 #[derive(Debug, Clone)]
 pub struct Timeline {
     sample_rate: u32,
+    /// The track from sample `origin` on (what came before was forgotten, see
+    /// [`Timeline::forget_before`]).
     track: Vec<f32>,
+    origin: usize,
     /// (start sample, length) of each reply.
     replies: Vec<(usize, usize)>,
 }
@@ -18,6 +21,7 @@ impl Timeline {
         Timeline {
             sample_rate,
             track: Vec::new(),
+            origin: 0,
             replies: Vec::new(),
         }
     }
@@ -31,12 +35,14 @@ impl Timeline {
     pub fn place(&mut self, at_ms: f64, audio: &[f32]) -> f64 {
         let busy_until = self.replies.last().map_or(0, |(s, n)| s + n);
         // Rounded up: a reply never starts before it is ready.
-        let start =
-            ((at_ms.max(0.0) * self.sample_rate as f64 / 1000.0).ceil() as usize).max(busy_until);
-        if self.track.len() < start + audio.len() {
-            self.track.resize(start + audio.len(), 0.0);
+        let start = ((at_ms.max(0.0) * self.sample_rate as f64 / 1000.0).ceil() as usize)
+            .max(busy_until)
+            .max(self.origin);
+        let at = start - self.origin;
+        if self.track.len() < at + audio.len() {
+            self.track.resize(at + audio.len(), 0.0);
         }
-        self.track[start..start + audio.len()].copy_from_slice(audio);
+        self.track[at..at + audio.len()].copy_from_slice(audio);
         self.replies.push((start, audio.len()));
         samples_to_ms(start, self.sample_rate)
     }
@@ -50,8 +56,9 @@ impl Timeline {
         };
         let begin_ms = self.place(at_ms, audio);
         self.replies.pop();
+        let end = self.end();
         if let Some(last) = self.replies.last_mut() {
-            last.1 = self.track.len() - start;
+            last.1 = end - start;
         }
         begin_ms
     }
@@ -61,15 +68,15 @@ impl Timeline {
     pub fn cut_last_at(&mut self, at_ms: f64) -> Option<f64> {
         let (start, len) = *self.replies.last()?;
         let at = (at_ms.max(0.0) * self.sample_rate as f64 / 1000.0).ceil() as usize;
-        if at <= start || at >= start + len {
+        if at <= start || at >= start + len || at < self.origin {
             return None;
         }
         let fade = (self.sample_rate as usize / 100).min(start + len - at);
         for i in 0..fade {
-            self.track[at + i] *= 1.0 - (i + 1) as f32 / fade as f32;
+            self.track[at - self.origin + i] *= 1.0 - (i + 1) as f32 / fade as f32;
         }
         let end = at + fade;
-        self.track.truncate(end);
+        self.track.truncate(end - self.origin);
         if let Some(last) = self.replies.last_mut() {
             last.1 = end - start;
         }
@@ -81,11 +88,38 @@ impl Timeline {
         &self.replies
     }
 
-    /// The whole track from time 0.
+    /// The whole track from time 0 (from [`Timeline::origin`] once something was forgotten).
     pub fn track(&self) -> &[f32] {
         &self.track
     }
 
+    /// Where the track starts: 0 unless something was forgotten.
+    pub fn origin(&self) -> usize {
+        self.origin
+    }
+
+    /// Where the track ends, in samples from time 0.
+    pub fn end(&self) -> usize {
+        self.origin + self.track.len()
+    }
+
+    /// Samples `from..to` of the track (from time 0), as far as they are kept.
+    pub fn range(&self, from: usize, to: usize) -> &[f32] {
+        let to = to.clamp(self.origin, self.end()) - self.origin;
+        &self.track[(from.max(self.origin) - self.origin).min(to)..to]
+    }
+
+    /// Forgets the track before sample `at` (a live conversation that has been played need not
+    /// be kept); replies are still listed where they were.
+    pub fn forget_before(&mut self, at: usize) {
+        let at = at.min(self.end());
+        if at > self.origin {
+            self.track.drain(..at - self.origin);
+            self.origin = at;
+        }
+    }
+
+    /// The replies one after the other with `pause_s` between them (as far as they are kept).
     pub fn replies_back_to_back(&self, pause_s: f32) -> AudioBuffer {
         let gap = (pause_s * self.sample_rate as f32) as usize;
         let mut out = Vec::new();
@@ -93,7 +127,7 @@ impl Timeline {
             if i > 0 {
                 out.extend(std::iter::repeat_n(0.0, gap));
             }
-            out.extend_from_slice(&self.track[start..start + len]);
+            out.extend_from_slice(self.range(start, start + len));
         }
         AudioBuffer::new(out, self.sample_rate)
     }
@@ -134,5 +168,28 @@ mod tests {
         assert_eq!(t.track().len(), 310, "stops 10 ms after the cut");
         assert!(t.track()[309].abs() < 0.2 && t.track()[299] == 1.0);
         assert_eq!(t.cut_last_at(900.0), None, "already over");
+    }
+
+    #[test]
+    fn what_was_forgotten_keeps_every_position() {
+        let mut t = Timeline::new(1000);
+        t.place(100.0, &[1.0; 50]);
+        t.forget_before(140);
+        assert_eq!((t.origin(), t.end(), t.track().len()), (140, 150, 10));
+        // Positions are still counted from time 0.
+        assert_eq!(t.place(120.0, &[2.0; 10]), 150.0);
+        assert_eq!(
+            t.range(145, 155),
+            &[1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+        );
+        assert_eq!(t.range(0, 141), &[1.0]);
+        assert_eq!(t.extend_last(200.0, &[3.0; 10]), 200.0);
+        assert_eq!(t.replies(), &[(100, 50), (150, 60)]);
+        assert_eq!(t.cut_last_at(205.0), Some(55.0));
+        assert_eq!(t.end(), 210);
+        t.forget_before(1_000);
+        assert_eq!((t.origin(), t.track().len()), (210, 0));
+        assert_eq!(t.place(300.0, &[4.0; 5]), 300.0);
+        assert_eq!(t.range(299, 302), &[0.0, 4.0, 4.0]);
     }
 }

@@ -152,3 +152,62 @@ fn partials_commit_words_before_the_turn_ends() {
     }
     assert!(t.partials.iter().all(|p| p.ready_ms <= t.turn.decided_ms()));
 }
+
+#[test]
+fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
+    // Over a minute and a half: three questions far apart. Fed a window at a time, keeping only
+    // what the listener still needs (as the live pipeline does), the turns and transcripts are
+    // those of the whole input.
+    let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    use hark_pipeline::listen::{Audio, Listener, SampleClock};
+    let mut audio = silence(1_000);
+    for pause in [40_000, 35_000, 2_000] {
+        audio.extend(goforward());
+        audio.extend(silence(pause));
+    }
+    let mut ears = ears();
+    let cfg = ListenConfig::default();
+    let whole = ears.listen(&audio, &cfg);
+    let probs = ears.detector.probabilities(&audio).unwrap();
+    let mut listener = Listener::new(&TurnConfig::default(), &cfg, None);
+    let (mut kept, mut start, mut most_kept) = (Vec::new(), 0usize, 0usize);
+    let mut heard = Vec::new();
+    for (i, &p) in probs.iter().enumerate() {
+        let end = ((i + 1) * hark_audio::vad::WINDOW).min(audio.len());
+        kept.extend_from_slice(&audio[start + kept.len()..end]);
+        let view = Audio { start, samples: &kept };
+        listener.push(p, view, &mut ears.asr, &SampleClock, &mut heard).unwrap();
+        let needed = listener.needs_audio_from();
+        if needed > start {
+            kept.drain(..needed - start);
+            start = needed;
+        }
+        most_kept = most_kept.max(kept.len());
+    }
+    let view = Audio { start, samples: &kept };
+    listener.finish(view, &mut ears.asr, &SampleClock, &mut heard).unwrap();
+    let turns: Vec<_> = heard
+        .into_iter()
+        .filter_map(|h| match h {
+            hark_pipeline::listen::Heard::Turn(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns.len(), whole.len());
+    for (a, b) in turns.iter().zip(&whole) {
+        assert_eq!(a.transcript.text, b.transcript.text);
+        assert_eq!(a.turn.speech_start, b.turn.speech_start);
+        // When a turn is decided depends on how long its decode took (measured): a window or
+        // two either way.
+        assert!(a.turn.decided_at.abs_diff(b.turn.decided_at) <= 2 * 512);
+        // The noise floor is measured on the last 30 s instead of the whole input: the same
+        // speech end within a frame here (digital silence around real speech).
+        assert!(a.turn.speech_end.abs_diff(b.turn.speech_end) <= 160);
+    }
+    assert!(
+        most_kept <= 31 * ASR_SAMPLE_RATE as usize,
+        "kept {} s of audio at most",
+        most_kept / ASR_SAMPLE_RATE as usize
+    );
+}
