@@ -20,9 +20,7 @@ use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
 use hark_core::{AudioBuffer, ASR_SAMPLE_RATE};
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
-use rubato::{
-    Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction,
-};
+use rubato::{Resampler, SincFixedIn};
 
 use crate::AudioError;
 
@@ -283,13 +281,7 @@ impl StreamResampler {
     const CHUNK: usize = 512;
 
     fn new(from: u32, to: u32) -> Result<Self, AudioError> {
-        let params = SincInterpolationParameters {
-            sinc_len: 128,
-            f_cutoff: 0.95,
-            oversampling_factor: 128,
-            interpolation: SincInterpolationType::Linear,
-            window: WindowFunction::BlackmanHarris2,
-        };
+        let params = crate::resample::sinc_params();
         let inner = SincFixedIn::new(to as f64 / from as f64, 1.0, params, Self::CHUNK, 1)
             .map_err(|e| AudioError::Resample {
                 from,

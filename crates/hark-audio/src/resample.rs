@@ -10,6 +10,17 @@ use crate::AudioError;
 
 const CHUNK: usize = 1024;
 
+/// The windowed-sinc filter every resampler here uses.
+pub(crate) fn sinc_params() -> SincInterpolationParameters {
+    SincInterpolationParameters {
+        sinc_len: 128,
+        f_cutoff: 0.95,
+        oversampling_factor: 128,
+        interpolation: SincInterpolationType::Linear,
+        window: WindowFunction::BlackmanHarris2,
+    }
+}
+
 /// Resamples mono audio to `rate` (a copy when it already is at that rate).
 pub fn resample(audio: &AudioBuffer, rate: u32) -> Result<AudioBuffer, AudioError> {
     if audio.sample_rate == rate || audio.samples.is_empty() {
@@ -21,15 +32,8 @@ pub fn resample(audio: &AudioBuffer, rate: u32) -> Result<AudioBuffer, AudioErro
         detail,
     };
     let ratio = rate as f64 / audio.sample_rate as f64;
-    let params = SincInterpolationParameters {
-        sinc_len: 128,
-        f_cutoff: 0.95,
-        oversampling_factor: 128,
-        interpolation: SincInterpolationType::Linear,
-        window: WindowFunction::BlackmanHarris2,
-    };
-    let mut r =
-        SincFixedIn::<f32>::new(ratio, 1.0, params, CHUNK, 1).map_err(|e| err(e.to_string()))?;
+    let mut r = SincFixedIn::<f32>::new(ratio, 1.0, sinc_params(), CHUNK, 1)
+        .map_err(|e| err(e.to_string()))?;
     let expected = (audio.samples.len() as f64 * ratio).round() as usize;
     // rubato 0.16's SincFixedIn already returns output aligned with its input (checked by
     // the click test below), so nothing is trimmed from the front.

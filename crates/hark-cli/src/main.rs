@@ -2,6 +2,7 @@
 
 mod bench_asr;
 mod bench_cmd;
+mod bench_spec;
 mod bench_tts;
 mod bench_v2v;
 mod models_cmd;
@@ -30,7 +31,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Talk to Hark through the microphone and hear it answer; speak over it to interrupt.
-    /// Shows what it heard, its reply as it streams, and each turn's latency.
+    /// Shows what it heard, its reply as it streams, and each turn's latency. Keys: m mutes the
+    /// microphone, space interrupts, q (or Ctrl-C) quits.
     Talk(talk_cmd::TalkArgs),
     /// Answer the questions spoken in WAV files: writes the spoken reply, prints the transcript,
     /// the reply and each turn's latency.

@@ -189,6 +189,19 @@ pub fn model_paths(store: &ModelStore, fetch: bool) -> Result<ModelPaths> {
     })
 }
 
+/// The trace file `--trace` names, opened for appending.
+pub fn open_trace(path: Option<&Path>) -> Result<Option<BufWriter<File>>> {
+    path.map(|p| {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map(BufWriter::new)
+            .with_context(|| format!("opening trace file {}", p.display()))
+    })
+    .transpose()
+}
+
 /// Where the reply (or conversation) of `input` goes.
 fn output_for(target: &Path, input: &Path, several: bool, suffix: &str) -> Result<PathBuf> {
     if !several {
@@ -283,16 +296,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
         pipeline.startup_ms()
     )?;
 
-    let mut trace = match &args.trace {
-        Some(p) => Some(BufWriter::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening trace file {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let mut trace = open_trace(args.trace.as_deref())?;
     let color = !to_stdout && std::io::stdout().is_terminal();
     let mut failures = 0;
     for (path, audio) in &inputs {

@@ -118,16 +118,7 @@ pub fn run(args: TalkArgs, store: &ModelStore) -> Result<()> {
             " Ctrl-C to quit."
         }
     )?;
-    let trace = match &args.trace {
-        Some(p) => Some(BufWriter::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening trace file {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let trace = crate::run_cmd::open_trace(args.trace.as_deref())?;
 
     let (events_tx, events_rx) = unbounded();
     let view_control = Arc::clone(&control);
