@@ -47,16 +47,17 @@ pub struct LlmBenchArgs {
     /// Model: `smollm2` (default set), `qwen0.5b` or `qwen1.5b` (`--set quality`), or a path to
     /// a GGUF file.
     #[arg(long, default_value = "smollm2")]
-    model: String,
+    pub(crate) model: String,
     /// Compute threads for both engines.
     #[arg(long, default_value_t = default_threads())]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Prompt length in tokens.
     #[arg(long, default_value_t = 200)]
     prompt_tokens: usize,
-    /// Tokens decoded after the prompt (greedy, end-of-turn ignored).
+    /// Tokens decoded after the prompt (greedy, end-of-turn ignored; with --speculative, at most
+    /// this many per reply).
     #[arg(long, default_value_t = 128)]
-    decode_tokens: usize,
+    pub(crate) decode_tokens: usize,
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -71,9 +72,22 @@ pub struct LlmBenchArgs {
     /// Measure Hark only.
     #[arg(long)]
     no_peer: bool,
+    /// Measure speculative decoding instead: plain decoding against prompt lookup and, with a
+    /// draft model, draft-model speculation (each with its controller and always drafting
+    /// --max-draft), greedy, on 20 assistant-style prompts, with the speed-up, acceptance rate,
+    /// mean accepted length, the controller's choices, and whether the output is plain decoding's.
+    #[arg(long)]
+    pub(crate) speculative: bool,
+    /// The draft model for --speculative (`qwen0.5b`, …; default: qwen0.5b for qwen1.5b, none
+    /// otherwise).
+    #[arg(long, value_name = "MODEL")]
+    pub(crate) draft_model: Option<String>,
+    /// Most tokens drafted per step with --speculative.
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    pub(crate) max_draft: usize,
     /// Print the figures as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 fn default_threads() -> usize {
@@ -82,6 +96,7 @@ fn default_threads() -> usize {
 
 pub fn run(args: BenchArgs, store: &ModelStore) -> Result<()> {
     match args.what {
+        BenchWhat::Llm(a) if a.speculative => crate::bench_spec::bench_speculative(&a, store),
         BenchWhat::Llm(a) => bench_llm(a, store),
         BenchWhat::Asr(a) => crate::bench_asr::bench_asr(a, store),
         BenchWhat::Tts(a) => crate::bench_tts::bench_tts(a, store),

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use crate::kv_cache::KvCache;
 use crate::model::{Model, Scratch};
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{Sampler, SamplerConfig, Verdict};
+use crate::speculative::{SpeculationStats, Speculator};
 use crate::tokenizer::Tokenizer;
 use crate::LlmError;
 
@@ -105,6 +106,8 @@ pub struct Generation {
     pub ttft_ms: f64,
     /// First token → last token.
     pub decode_ms: f64,
+    /// What speculative decoding proposed and kept (all zero without it).
+    pub speculation: SpeculationStats,
 }
 
 impl Generation {
@@ -216,6 +219,27 @@ impl Session {
         Ok(&mut self.logits[..rows * vocab])
     }
 
+    /// Measures what a forward pass over n tokens costs on this machine, for n = 1..=`max_n`
+    /// (the median of `reps` passes each, ms), at the cache's current length; the cache is left
+    /// as it was. This is what a speculative [`crate::Controller`] weighs drafts against.
+    pub fn measure_passes(&mut self, max_n: usize, reps: usize) -> Result<Vec<f64>, LlmError> {
+        let base = self.tokens.len();
+        let filler = *self.tokens.last().unwrap_or(&0);
+        let mut costs = Vec::with_capacity(max_n);
+        for n in 1..=max_n {
+            let mut times = Vec::with_capacity(reps.max(1));
+            for _ in 0..reps.max(1) {
+                let t = Instant::now();
+                self.append(&vec![filler; n], n > 1)?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                self.truncate(base);
+            }
+            times.sort_by(f64::total_cmp);
+            costs.push(times[times.len() / 2]);
+        }
+        Ok(costs)
+    }
+
     /// Makes the cache hold exactly `prompt`: keeps the longest common prefix, rolls back the
     /// rest, and computes what is new. Returns the last position's logits and how many tokens
     /// were computed.
@@ -248,88 +272,202 @@ impl Session {
         &mut self,
         prompt: &[u32],
         params: &GenerationParams,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation, LlmError> {
+        self.generate_with(prompt, params, None, on_text)
+    }
+
+    /// [`Session::generate`], with speculative decoding when a [`Speculator`] is given: its
+    /// drafter proposes tokens, one forward pass over them checks them all, and its controller
+    /// drafts only where that pays. Greedy, the output is token for token that of plain decoding;
+    /// sampling, it follows the same distribution.
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        mut speculator: Option<&mut Speculator>,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation, LlmError> {
         let started = Instant::now();
         let (mut logits, computed) = self.sync(prompt)?;
         let prefill_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut sampler = Sampler::new(params.sampler);
-        let mut out: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        let mut emitted = 0usize;
+        let mut reply = Reply {
+            tokenizer: self.tokenizer.clone(),
+            params,
+            out: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+        };
+        let vocab = self.model.vocab_size();
+        // Everything before the position being sampled (the repetition penalty's history).
+        let mut history = prompt.to_vec();
         let mut ttft_ms = 0.0;
         let mut first_at = started;
-        let stop = loop {
-            if out.len() >= params.max_tokens {
-                break StopReason::MaxTokens;
+        let mut stats = SpeculationStats::default();
+        let stop = 'generation: {
+            if params.max_tokens == 0 {
+                break 'generation StopReason::MaxTokens;
             }
-            let token = sampler.sample(&mut logits, &self.tokens);
-            if out.is_empty() {
-                first_at = Instant::now();
-                ttft_ms = started.elapsed().as_secs_f64() * 1000.0;
-            }
-            if self.tokenizer.stop_tokens.contains(&token) {
-                break StopReason::EndOfTurn;
-            }
-            out.push(token);
-            text = self.tokenizer.decode(&out)?;
-            if let Some(cut) = params
-                .stop_strings
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(cut);
-                if cut > emitted && !on_text(&text[emitted..]) {
-                    break StopReason::Cancelled;
+            let mut token = sampler.sample(&mut logits, &history);
+            first_at = Instant::now();
+            ttft_ms = started.elapsed().as_secs_f64() * 1000.0;
+            loop {
+                if let Some(stop) = reply.take(token, &mut on_text)? {
+                    break 'generation stop;
                 }
-                break StopReason::StopString;
-            }
-            // Hold back a piece that ends inside a multi-byte character, and any tail that could
-            // still become a stop string.
-            let hold = params
-                .stop_strings
-                .iter()
-                .map(|s| {
-                    (1..s.len())
-                        .rev()
-                        .find(|&n| s.is_char_boundary(n) && text.ends_with(&s[..n]))
-                        .unwrap_or(0)
-                })
-                .max()
-                .unwrap_or(0);
-            let ready = text.len() - hold;
-            if !text.ends_with('\u{FFFD}') && ready > emitted && text.is_char_boundary(ready) {
-                if !on_text(&text[emitted..ready]) {
-                    break StopReason::Cancelled;
+                history.push(token);
+                // `token` is decided but not yet in the cache: it goes in with any drafts.
+                let room = self
+                    .cache
+                    .capacity()
+                    .saturating_sub(self.cache.len() + 1)
+                    .min(params.max_tokens.saturating_sub(reply.out.len()));
+                if self.cache.len() + 1 > self.cache.capacity() {
+                    break 'generation StopReason::ContextFull;
                 }
-                emitted = ready;
+                let drafted_at = Instant::now();
+                let drafts = match speculator.as_deref_mut() {
+                    Some(s) => s.draft(&history, room)?,
+                    None => Vec::new(),
+                };
+                let draft_ms = drafted_at.elapsed().as_secs_f64() * 1000.0;
+                let base = self.tokens.len();
+                let mut batch = Vec::with_capacity(drafts.len() + 1);
+                batch.push(token);
+                batch.extend_from_slice(&drafts);
+                let verify_at = Instant::now();
+                let rows = self.append(&batch, !drafts.is_empty())?;
+                let verify_ms = verify_at.elapsed().as_secs_f64() * 1000.0;
+                let mut accepted = 0;
+                let mut next = None;
+                for (i, &draft) in drafts.iter().enumerate() {
+                    let row = &mut rows[i * vocab..(i + 1) * vocab];
+                    match sampler.verify(row, &history, draft) {
+                        Verdict::Accept => {
+                            accepted += 1;
+                            if let Some(stop) = reply.take(draft, &mut on_text)? {
+                                self.truncate(base + 1 + accepted);
+                                stats.record(drafts.len(), accepted);
+                                break 'generation stop;
+                            }
+                            history.push(draft);
+                        }
+                        Verdict::Reject(t) => {
+                            next = Some(t);
+                            break;
+                        }
+                    }
+                }
+                token = match next {
+                    Some(t) => t,
+                    None => {
+                        let last = drafts.len();
+                        sampler.sample(&mut rows[last * vocab..(last + 1) * vocab], &history)
+                    }
+                };
+                // Rejected drafts leave the cache.
+                self.truncate(base + 1 + accepted);
+                stats.record(drafts.len(), accepted);
+                if let Some(s) = speculator.as_deref_mut() {
+                    s.observe(drafts.len(), accepted, draft_ms, verify_ms);
+                }
             }
-            if self.cache.len() + 1 > self.cache.capacity() {
-                break StopReason::ContextFull;
-            }
-            let next = self.append(&[token], false)?;
-            logits.copy_from_slice(next);
         };
-        // Whatever is left, short of an unfinished character at the very end.
-        let complete = text.trim_end_matches('\u{FFFD}').len();
-        if emitted < complete && stop != StopReason::Cancelled {
-            on_text(&text[emitted..complete]);
+        reply.finish(stop, &mut on_text);
+        // The cache ends as plain decoding leaves it: the prompt and every generated token but
+        // the last (drafts accepted past a stop are dropped).
+        let keep = prompt.len() + reply.out.len().saturating_sub(1);
+        if self.tokens.len() > keep {
+            self.truncate(keep);
         }
-        let decode_ms = if out.is_empty() {
+        let decode_ms = if reply.out.is_empty() {
             0.0
         } else {
             first_at.elapsed().as_secs_f64() * 1000.0
         };
         Ok(Generation {
-            text,
-            tokens: out,
+            text: reply.text,
+            tokens: reply.out,
             stop,
             prompt_tokens: prompt.len(),
             prefill_tokens: computed,
             prefill_ms,
             ttft_ms,
             decode_ms,
+            speculation: stats,
         })
+    }
+}
+
+/// The reply being generated: its tokens and text, streamed as pieces complete.
+struct Reply<'a> {
+    tokenizer: Arc<Tokenizer>,
+    params: &'a GenerationParams,
+    out: Vec<u32>,
+    text: String,
+    /// How much of `text` has been handed to the caller.
+    emitted: usize,
+}
+
+impl Reply<'_> {
+    /// Takes the next generated token; returns why generation stops, if it does.
+    fn take(
+        &mut self,
+        token: u32,
+        on_text: &mut impl FnMut(&str) -> bool,
+    ) -> Result<Option<StopReason>, LlmError> {
+        let params = self.params;
+        if self.tokenizer.stop_tokens.contains(&token) {
+            return Ok(Some(StopReason::EndOfTurn));
+        }
+        self.out.push(token);
+        self.text = self.tokenizer.decode(&self.out)?;
+        let text = &mut self.text;
+        if let Some(cut) = params
+            .stop_strings
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            text.truncate(cut);
+            if cut > self.emitted && !on_text(&text[self.emitted..]) {
+                return Ok(Some(StopReason::Cancelled));
+            }
+            self.emitted = cut;
+            return Ok(Some(StopReason::StopString));
+        }
+        // Hold back a piece that ends inside a multi-byte character, and any tail that could
+        // still become a stop string.
+        let hold = params
+            .stop_strings
+            .iter()
+            .map(|s| {
+                (1..s.len())
+                    .rev()
+                    .find(|&n| s.is_char_boundary(n) && text.ends_with(&s[..n]))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let ready = text.len() - hold;
+        if !text.ends_with('\u{FFFD}') && ready > self.emitted && text.is_char_boundary(ready) {
+            if !on_text(&text[self.emitted..ready]) {
+                return Ok(Some(StopReason::Cancelled));
+            }
+            self.emitted = ready;
+        }
+        if self.out.len() >= params.max_tokens {
+            return Ok(Some(StopReason::MaxTokens));
+        }
+        Ok(None)
+    }
+
+    /// Hands over whatever is left, short of an unfinished character at the very end.
+    fn finish(&mut self, stop: StopReason, on_text: &mut impl FnMut(&str) -> bool) {
+        let complete = self.text.trim_end_matches('\u{FFFD}').len();
+        if self.emitted < complete && stop != StopReason::Cancelled {
+            on_text(&self.text[self.emitted..complete]);
+        }
     }
 }

@@ -13,11 +13,15 @@ pub mod engine;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;
+pub mod speculative;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, Role};
 pub use engine::{Engine, Generation, GenerationParams, Session, StopReason};
 pub use sampler::SamplerConfig;
+pub use speculative::{
+    Controller, DraftModel, Drafter, PromptLookup, SpeculationStats, Speculator,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {

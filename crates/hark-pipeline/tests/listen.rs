@@ -175,8 +175,13 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     for (i, &p) in probs.iter().enumerate() {
         let end = ((i + 1) * hark_audio::vad::WINDOW).min(audio.len());
         kept.extend_from_slice(&audio[start + kept.len()..end]);
-        let view = Audio { start, samples: &kept };
-        listener.push(p, view, &mut ears.asr, &SampleClock, &mut heard).unwrap();
+        let view = Audio {
+            start,
+            samples: &kept,
+        };
+        listener
+            .push(p, view, &mut ears.asr, &SampleClock, &mut heard)
+            .unwrap();
         let needed = listener.needs_audio_from();
         if needed > start {
             kept.drain(..needed - start);
@@ -184,8 +189,13 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
         }
         most_kept = most_kept.max(kept.len());
     }
-    let view = Audio { start, samples: &kept };
-    listener.finish(view, &mut ears.asr, &SampleClock, &mut heard).unwrap();
+    let view = Audio {
+        start,
+        samples: &kept,
+    };
+    listener
+        .finish(view, &mut ears.asr, &SampleClock, &mut heard)
+        .unwrap();
     let turns: Vec<_> = heard
         .into_iter()
         .filter_map(|h| match h {

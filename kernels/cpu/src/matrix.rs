@@ -201,9 +201,24 @@ impl QMatrix {
                     }
                     t += 4;
                 }
-                for t in t..t1 {
-                    let v = dot_row(self.ty, w, acts.row(t), self.cols);
-                    *out.add(t * out_stride + r - rows.start) = v;
+                match t1 - t {
+                    0 => {}
+                    1 | 2 => {
+                        for t in t..t1 {
+                            let v = dot_row(self.ty, w, acts.row(t), self.cols);
+                            *out.add(t * out_stride + r - rows.start) = v;
+                        }
+                    }
+                    // Three tokens (a short verify batch) cost what four do together, less than
+                    // three apart (measured: 1.9x a step against 2.4x on SmolLM2): the last row
+                    // stands in for the missing one.
+                    rest => {
+                        let a = [0, 1, 2, 3].map(|k| acts.row(t + k.min(rest - 1)));
+                        let v = dot_row_x4(self.ty, w, a, self.cols);
+                        for (k, v) in v.into_iter().take(rest).enumerate() {
+                            *out.add((t + k) * out_stride + r - rows.start) = v;
+                        }
+                    }
                 }
             }
             t0 = t1;

@@ -1,0 +1,197 @@
+//! Speculative decoding on the real models: greedy, it is token for token plain decoding for
+//! every prompt of the set and every drafter; rejected drafts leave both caches exactly as a
+//! fresh prefill of what was accepted would.
+
+use std::path::PathBuf;
+
+use hark_llm::chat::chatml_prompt;
+use hark_llm::speculative::ASSISTANT_PROMPTS;
+use hark_llm::{
+    ChatMessage, DraftModel, Drafter, Engine, GenerationParams, Role, SamplerConfig, Speculator,
+};
+
+fn models() -> PathBuf {
+    std::env::var_os("HARK_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+fn smollm2() -> Engine {
+    let path = models().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `hark models fetch`",
+        path.display()
+    );
+    Engine::load(&path, 1024, 2).expect("load SmolLM2")
+}
+
+fn prompt(engine: &Engine, question: &str) -> Vec<u32> {
+    let text = chatml_prompt(&[
+        ChatMessage::new(Role::System, "You are a helpful voice assistant."),
+        ChatMessage::new(Role::User, question),
+    ]);
+    engine.tokenizer().encode(&text).unwrap()
+}
+
+/// The pipeline's sampling, greedy: a repetition penalty makes verification use the history.
+fn params() -> GenerationParams {
+    GenerationParams {
+        max_tokens: 40,
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            repetition_penalty: 1.1,
+            ..Default::default()
+        },
+        stop_strings: Vec::new(),
+    }
+}
+
+/// Every prompt of the set, plainly and with `speculator`: the same tokens, the same text.
+fn assert_identical(engine: &Engine, mut speculator: Speculator, label: &str) -> (usize, usize) {
+    let params = params();
+    let (mut drafted, mut accepted) = (0, 0);
+    for question in ASSISTANT_PROMPTS {
+        let ids = prompt(engine, question);
+        let plain = engine
+            .new_session()
+            .unwrap()
+            .generate(&ids, &params, |_| true)
+            .unwrap();
+        let mut streamed = String::new();
+        let fast = engine
+            .new_session()
+            .unwrap()
+            .generate_with(&ids, &params, Some(&mut speculator), |t| {
+                streamed.push_str(t);
+                true
+            })
+            .unwrap();
+        assert_eq!(fast.tokens, plain.tokens, "{label}: {question:?}");
+        assert_eq!(fast.text, plain.text);
+        assert_eq!(streamed, plain.text, "{label}: streamed text");
+        assert_eq!(fast.stop, plain.stop);
+        drafted += fast.speculation.drafted;
+        accepted += fast.speculation.accepted;
+    }
+    eprintln!("{label}: {accepted} of {drafted} drafted tokens accepted");
+    (drafted, accepted)
+}
+
+#[test]
+fn greedy_speculation_is_plain_decoding_for_every_prompt_and_drafter() {
+    let engine = smollm2();
+    // Prompt lookup, always drafting four (every verification path runs), then adaptive.
+    let mut lookup = Speculator::prompt_lookup(4);
+    lookup.adaptive = false;
+    let (drafted, accepted) = assert_identical(&engine, lookup, "prompt lookup, k = 4");
+    assert!(drafted > 40 && accepted > 0 && accepted < drafted);
+    assert_identical(
+        &engine,
+        Speculator::prompt_lookup(4),
+        "prompt lookup, adaptive",
+    );
+
+    // A draft model that often disagrees (the same model under a strong repetition penalty):
+    // accepted and rejected drafts, and the draft's cache rolled back, every step.
+    let draft_engine = smollm2();
+    let disagreeing = SamplerConfig {
+        repetition_penalty: 3.0,
+        ..params().sampler
+    };
+    let mut draft = Speculator::draft_model(&draft_engine, disagreeing, 3).unwrap();
+    draft.adaptive = false;
+    let (drafted, accepted) = assert_identical(&engine, draft, "draft model, k = 3");
+    assert!(drafted > 100 && accepted > 0 && accepted < drafted);
+}
+
+#[test]
+fn rollback_leaves_both_caches_as_a_fresh_prefill_of_what_was_accepted() {
+    let engine = smollm2();
+    let draft_engine = smollm2();
+    let ids = prompt(&engine, ASSISTANT_PROMPTS[2]);
+
+    // The target, after a speculative generation with many rejections.
+    let mut speculator = Speculator::draft_model(
+        &draft_engine,
+        SamplerConfig {
+            repetition_penalty: 3.0,
+            ..params().sampler
+        },
+        4,
+    )
+    .unwrap();
+    speculator.adaptive = false;
+    let mut session = engine.new_session().unwrap();
+    let g = session
+        .generate_with(&ids, &params(), Some(&mut speculator), |_| true)
+        .unwrap();
+    assert!(
+        g.speculation.drafted > g.speculation.accepted,
+        "some drafts were rejected"
+    );
+    let mut accepted = ids.clone();
+    accepted.extend_from_slice(&g.tokens[..g.tokens.len() - 1]);
+    assert_eq!(session.tokens(), accepted.as_slice());
+    let probe = *g.tokens.last().unwrap();
+    let after_rollback = session.append(&[probe], false).unwrap().to_vec();
+    let mut fresh = engine.new_session().unwrap();
+    fresh.append(&accepted, false).unwrap();
+    assert_eq!(after_rollback, fresh.append(&[probe], false).unwrap());
+
+    // The draft model: draft, take two of its tokens and a different third, draft again.
+    let mut drafter = DraftModel::new(&draft_engine, params().sampler).unwrap();
+    let first = drafter.draft(&ids, 4).unwrap();
+    assert_eq!(first.len(), 4);
+    let mut context = ids.clone();
+    context.extend_from_slice(&first[..2]);
+    context.push(if first[2] == 13 { 14 } else { 13 });
+    let second = drafter.draft(&context, 3).unwrap();
+    // Its cache: the context and the drafts it fed back (all but the last).
+    let mut expected = context.clone();
+    expected.extend_from_slice(&second[..2]);
+    assert_eq!(drafter.session().tokens(), expected.as_slice());
+    let mut continued = drafter.session().fork();
+    let mut fresh = draft_engine.new_session().unwrap();
+    fresh.append(&expected, false).unwrap();
+    assert_eq!(
+        continued.append(&[probe], false).unwrap(),
+        fresh.append(&[probe], false).unwrap()
+    );
+}
+
+#[test]
+#[ignore = "needs the quality set (`hark models fetch --set quality`, 1.8 GB)"]
+fn qwen_0_5b_drafting_for_1_5b_is_plain_decoding() {
+    let dir = models().join("qwen2.5-coder");
+    let target = Engine::load(
+        &dir.join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+        1024,
+        2,
+    )
+    .unwrap();
+    let draft = Engine::load(&dir.join("qwen2.5-coder-0.5b-instruct.gguf"), 1024, 2).unwrap();
+    let mut speculator = Speculator::draft_model(&draft, params().sampler, 4).unwrap();
+    speculator.adaptive = false;
+    let params = GenerationParams {
+        max_tokens: 24,
+        ..params()
+    };
+    let mut stats = hark_llm::SpeculationStats::default();
+    for question in &ASSISTANT_PROMPTS[..6] {
+        let ids = prompt(&target, question);
+        let plain = target
+            .new_session()
+            .unwrap()
+            .generate(&ids, &params, |_| true)
+            .unwrap();
+        let fast = target
+            .new_session()
+            .unwrap()
+            .generate_with(&ids, &params, Some(&mut speculator), |_| true)
+            .unwrap();
+        assert_eq!(fast.tokens, plain.tokens, "{question:?}");
+        stats.add(&fast.speculation);
+    }
+    assert!(stats.acceptance() > 0.3, "{stats:?}");
+}
