@@ -333,8 +333,6 @@ pub struct MicrophoneReader {
     interleaved: Vec<f32>,
     mono: Vec<f32>,
     ready: Vec<f32>,
-    /// When the newest captured sample was recorded, per the device (see `latency`).
-    latency_us: Arc<AtomicU64>,
 }
 
 impl MicrophoneReader {
@@ -374,11 +372,6 @@ impl MicrophoneReader {
         self.ready.clear();
         self.ring.clear()
     }
-
-    /// How long the audio system took to hand over the newest samples (capture → callback).
-    pub fn latency(&self) -> Duration {
-        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
-    }
 }
 
 /// Checks that a microphone (`input`) or speaker can be opened, without opening it: its name.
@@ -408,12 +401,11 @@ fn open_microphone_inner(
     let capacity = config.sample_rate as usize * config.channels as usize * RING_SECONDS;
     let (producer, consumer) = HeapRb::<f32>::new(capacity).split();
     let stats = Arc::new(DeviceStats::default());
-    let latency_us = Arc::new(AtomicU64::new(0));
     let stream = match format {
-        SampleFormat::F32 => build_input::<f32>(&device, &config, producer, &stats, &latency_us),
-        SampleFormat::I16 => build_input::<i16>(&device, &config, producer, &stats, &latency_us),
-        SampleFormat::I32 => build_input::<i32>(&device, &config, producer, &stats, &latency_us),
-        _ => build_input::<u16>(&device, &config, producer, &stats, &latency_us),
+        SampleFormat::F32 => build_input::<f32>(&device, &config, producer, &stats),
+        SampleFormat::I16 => build_input::<i16>(&device, &config, producer, &stats),
+        SampleFormat::I32 => build_input::<i32>(&device, &config, producer, &stats),
+        _ => build_input::<u16>(&device, &config, producer, &stats),
     }?;
     stream
         .play()
@@ -435,7 +427,6 @@ fn open_microphone_inner(
         interleaved: Vec::new(),
         mono: Vec::new(),
         ready: Vec::new(),
-        latency_us,
     };
     Ok((mic, reader))
 }
@@ -445,28 +436,23 @@ fn build_input<T>(
     config: &StreamConfig,
     mut ring: HeapProd<f32>,
     stats: &Arc<DeviceStats>,
-    latency_us: &Arc<AtomicU64>,
 ) -> Result<cpal::Stream, AudioError>
 where
     T: SizedSample,
     f32: FromSample<T>,
 {
     let (counts, errors) = (Arc::clone(stats), Arc::clone(stats));
-    let latency = Arc::clone(latency_us);
     device
         .build_input_stream::<T, _, _>(
             *config,
             // Real-time: no allocation, lock or log.
-            move |data: &[T], info: &cpal::InputCallbackInfo| {
+            move |data: &[T], _: &cpal::InputCallbackInfo| {
                 let pushed = ring.push_iter(data.iter().map(|s| f32::from_sample(*s)));
                 if pushed < data.len() {
                     counts
                         .overruns
                         .fetch_add((data.len() - pushed) as u64, Ordering::Relaxed);
                 }
-                let t = info.timestamp();
-                let lag = t.callback.duration_since(t.capture).as_micros() as u64;
-                latency.store(lag, Ordering::Relaxed);
             },
             move |err| {
                 errors.note_error(err);
@@ -724,7 +710,6 @@ mod tests {
             interleaved: Vec::new(),
             mono: Vec::new(),
             ready: Vec::new(),
-            latency_us: Arc::new(AtomicU64::new(0)),
         };
         let mut heard = Vec::new();
         while let Some(window) = reader.read(512, Duration::from_millis(10)).unwrap() {

@@ -98,11 +98,11 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         s
     };
     let mut variants = vec![Variant::new("plain", None)];
-    let mut lookup = Speculator::prompt_lookup(k);
     variants.push(Variant::new(
         format!("prompt lookup (controller, k ≤ {k})"),
         Some(calibrated(Speculator::prompt_lookup(k))),
     ));
+    let mut lookup = Speculator::prompt_lookup(k);
     lookup.adaptive = false;
     variants.push(Variant::new(
         format!("prompt lookup (always k = {k})"),

@@ -305,6 +305,8 @@ impl Session {
         let mut ttft_ms = 0.0;
         let mut first_at = started;
         let mut stats = SpeculationStats::default();
+        // The decided token and its drafts, one forward pass (reused: no allocation a token).
+        let mut batch = Vec::new();
         let stop = 'generation: {
             if params.max_tokens == 0 {
                 break 'generation StopReason::MaxTokens;
@@ -333,7 +335,7 @@ impl Session {
                 };
                 let draft_ms = drafted_at.elapsed().as_secs_f64() * 1000.0;
                 let base = self.tokens.len();
-                let mut batch = Vec::with_capacity(drafts.len() + 1);
+                batch.clear();
                 batch.push(token);
                 batch.extend_from_slice(&drafts);
                 let verify_at = Instant::now();

@@ -379,7 +379,6 @@ pub struct Speculator {
     /// Whether the controller decides (off: always draft `controller.max_draft`).
     pub adaptive: bool,
     draft_is_free: bool,
-    last_k: usize,
 }
 
 impl Speculator {
@@ -391,7 +390,6 @@ impl Speculator {
             controller: Controller::new(max_draft),
             adaptive: true,
             draft_is_free,
-            last_k: 0,
         }
     }
 
@@ -418,7 +416,6 @@ impl Speculator {
         } else {
             self.controller.max_draft.min(room)
         };
-        self.last_k = k;
         if k == 0 {
             return Ok(Vec::new());
         }
