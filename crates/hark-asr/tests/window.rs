@@ -46,9 +46,9 @@ fn the_fitted_window_hears_what_the_full_window_hears() {
 }
 
 #[test]
-fn a_runaway_short_window_falls_back_to_the_full_window() {
+fn a_short_window_that_loops_keeps_the_words_once() {
     // 64 frames of margin make tiny.en loop on this recording ("Go forward 10 meters. Go
-    // forward 10 meters. …", measured); the guard must notice and decode again in full.
+    // forward 10 meters. …", measured); the transcript is the sentence once.
     let audio = speech();
     let text = transcriber(EncoderWindow::Fit { margin_frames: 64 })
         .transcribe(&audio)

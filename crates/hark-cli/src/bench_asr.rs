@@ -26,8 +26,12 @@ pub struct AsrBenchArgs {
     #[arg(long, default_value_t = 250)]
     hop_ms: u32,
     /// The streaming final decode's window: seconds of margin after the audio, or `full`.
-    #[arg(long, default_value = "8", value_parser = crate::run_cmd::parse_asr_window)]
+    #[arg(long, default_value = "0.5", value_parser = crate::run_cmd::parse_asr_window)]
     window: EncoderWindow,
+    /// End-of-turn silence after a transcript that reads as a finished sentence, ms (as `hark
+    /// run --finished-silence-ms`).
+    #[arg(long, default_value_t = ListenConfig::default().finished_end_silence_ms)]
+    finished_silence_ms: f64,
     /// Also measure streaming WER with white noise added at 10 dB and 0 dB SNR, with and
     /// without noise suppression (`hark run --denoise`).
     #[arg(long)]
@@ -144,7 +148,11 @@ struct Row {
     whole_final_ms: f64,
     stream_text: String,
     stream_final_ms: f64,
+    /// The streaming final decode's own compute time (longest turn), ms.
+    stream_decode_ms: f64,
     endpoint_ms: f64,
+    /// Turns the streaming listener heard in this one-turn recording (more: it cut in a pause).
+    turns: usize,
     partials: usize,
     partial_rtf: f64,
     /// Streaming transcripts in noise: (SNR dB, denoised, text).
@@ -182,6 +190,7 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
         },
         window: args.window,
         final_threads: args.threads,
+        finished_end_silence_ms: args.finished_silence_ms.max(32.0),
         ..ListenConfig::default()
     };
     eprintln!(
@@ -257,7 +266,9 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
             stream_final_ms: heard.iter().map(|h| h.asr_final_ms).fold(0.0, f64::max),
+            stream_decode_ms: heard.iter().map(|h| h.final_spent_ms).fold(0.0, f64::max),
             endpoint_ms: heard.iter().map(|h| h.endpoint_ms).fold(0.0, f64::max),
+            turns: heard.len(),
             partials: heard.iter().map(|h| h.partials.len()).sum(),
             partial_rtf: if speech_ms > 0.0 {
                 partial_ms / speech_ms
@@ -303,6 +314,7 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     };
     let whole_final: Vec<f64> = rows.iter().map(|r| r.whole_final_ms).collect();
     let stream_final: Vec<f64> = rows.iter().map(|r| r.stream_final_ms).collect();
+    let stream_decode: Vec<f64> = rows.iter().map(|r| r.stream_decode_ms).collect();
     let endpoint: Vec<f64> = rows.iter().map(|r| r.endpoint_ms).collect();
     let rtf: Vec<f64> = rows.iter().map(|r| r.partial_rtf).collect();
     if args.json {
@@ -313,13 +325,15 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
                 "name": r.name, "kind": r.kind, "reference": r.reference,
                 "whole": {"text": r.whole_text, "final_ms": r.whole_final_ms},
                 "streaming": {"text": r.stream_text, "final_ms": r.stream_final_ms,
-                              "endpoint_ms": r.endpoint_ms, "partials": r.partials,
+                              "final_decode_ms": r.stream_decode_ms,
+                              "endpoint_ms": r.endpoint_ms, "turns": r.turns, "partials": r.partials,
                               "partial_rtf": r.partial_rtf},
             })).collect::<Vec<_>>(),
             "wer": {"whole": wer_of(None, false), "streaming": wer_of(None, true),
                     "whole_real": wer_of(Some("real"), false), "streaming_real": wer_of(Some("real"), true)},
             "final_ms_p50": {"whole": median(whole_final.clone()), "streaming": median(stream_final.clone())},
             "final_ms_p90": {"whole": percentile(whole_final, 0.9), "streaming": percentile(stream_final, 0.9)},
+            "final_decode_ms_p50": median(stream_decode.clone()),
             "endpoint_ms_p50": median(endpoint),
             "partial_rtf_p50": median(rtf),
             "silero_window_share": silero_share,
@@ -331,18 +345,24 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<18} {:>9} {:>9} {:>9} {:>6}  streaming transcript",
-        "recording", "whole ms", "final ms", "endpoint", "RTF"
+        "{:<18} {:>9} {:>9} {:>9} {:>9} {:>6}  streaming transcript",
+        "recording", "whole ms", "decode ms", "final ms", "endpoint", "RTF"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<18} {:>9.0} {:>9.0} {:>9.0} {:>6.2}  {:?}{}",
+            "{:<18} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}  {}{:?}{}",
             r.name,
             r.whole_final_ms,
+            r.stream_decode_ms,
             r.stream_final_ms,
             r.endpoint_ms,
             r.partial_rtf,
+            if r.turns == 1 {
+                String::new()
+            } else {
+                format!("[{} turns] ", r.turns)
+            },
             r.stream_text,
             if r.stream_text == r.whole_text {
                 String::new()
@@ -352,6 +372,14 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
         )?;
     }
     writeln!(out)?;
+    writeln!(
+        out,
+        "final decode at the pause: p50 {:.0} ms, p90 {:.0} ms (whole-utterance decode, full window: {:.0} ms, {:.0} ms)",
+        median(stream_decode.clone()),
+        percentile(stream_decode, 0.9),
+        median(whole_final.clone()),
+        percentile(whole_final.clone(), 0.9),
+    )?;
     writeln!(
         out,
         "final transcript after the turn end: p50 {:.0} ms (whole-utterance decode {:.0} ms), p90 {:.0} ms ({:.0} ms)",
@@ -373,6 +401,12 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
         "endpoint (speech end → turn decided) p50 {:.0} ms; partial decodes' real-time factor p50 {:.2} (1 thread)",
         median(endpoint),
         median(rtf),
+    )?;
+    writeln!(
+        out,
+        "recordings of one turn heard as several (cut in a pause): {} of {}",
+        rows.iter().filter(|r| r.turns > 1).count(),
+        rows.len()
     )?;
     writeln!(
         out,

@@ -77,10 +77,10 @@ pub struct ConversationArgs {
     #[arg(long, default_value_t = 500.0, value_name = "MS")]
     end_silence_ms: f64,
     /// Silence that ends a turn whose transcript reads as a finished sentence, ms.
-    #[arg(long, default_value_t = 300.0, value_name = "MS")]
+    #[arg(long, default_value_t = ListenConfig::default().finished_end_silence_ms, value_name = "MS")]
     finished_silence_ms: f64,
     /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
-    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
+    #[arg(long, default_value_t = ListenConfig::default().unfinished_end_silence_ms, value_name = "MS")]
     unfinished_silence_ms: f64,
     /// Sampling temperature (0: greedy, reproducible).
     #[arg(long, default_value_t = 0.0)]
@@ -91,8 +91,8 @@ pub struct ConversationArgs {
     /// Threads for recognition and synthesis (default: all cores, at most 4).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// What Whisper's encoder sees: the turn's audio plus this many seconds (default 8, about
-    /// 3x faster than the full window) or `full` (Whisper's whole 30 s window; see the README).
+    /// What Whisper's encoder sees: the turn's audio plus this many seconds (default 0.5, about
+    /// 7x faster than the full window) or `full` (Whisper's whole 30 s window; see the README).
     #[arg(long, value_name = "SECONDS|full", value_parser = parse_asr_window)]
     asr_window: Option<hark_pipeline::EncoderWindow>,
     /// Fail instead of fetching missing models.
