@@ -43,7 +43,7 @@ pub struct ListenConfig {
 impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
-            finished_end_silence_ms: 300.0,
+            finished_end_silence_ms: 200.0,
             unfinished_end_silence_ms: 1000.0,
             partials: false,
             stream: StreamConfig::default(),
@@ -191,6 +191,11 @@ pub enum Heard {
     SpeechStarted(f64),
     /// A partial hypothesis of the turn being spoken.
     Partial(Partial),
+    /// Silence began and the utterance so far was decoded: the turn's transcript if the
+    /// silence lasts (a reply may start on it before the turn is decided).
+    Paused(Transcript),
+    /// The user spoke again after [`Heard::Paused`]: that transcript no longer applies.
+    Resumed,
     /// A turn, ended and transcribed.
     Turn(HeardTurn),
 }
@@ -259,6 +264,12 @@ impl Listener {
         self.open.is_some()
     }
 
+    /// Whether the open turn is in silence with its transcript decoded ([`Heard::Paused`]):
+    /// what comes next is its end or more speech, neither of which needs a decode.
+    pub fn is_paused(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.candidate.is_some())
+    }
+
     /// The earliest sample (position in the input) the listener may still read: audio before it
     /// can be forgotten.
     pub fn needs_audio_from(&self) -> usize {
@@ -307,8 +318,11 @@ impl Listener {
         let audio_start = o.start.saturating_sub(self.pre_roll);
         if p >= c.neg_threshold {
             // Speech (again): a final decode made at the pause no longer applies.
-            if o.candidate.take().is_some_and(|c| c.ready_ms <= now_ms) {
-                o.dropped_finals += 1;
+            if let Some(cand) = o.candidate.take() {
+                if cand.ready_ms <= now_ms {
+                    o.dropped_finals += 1;
+                }
+                heard.push(Heard::Resumed);
             }
             o.last_speech = i;
             o.silent = 0;
@@ -356,6 +370,7 @@ impl Listener {
                 Err(hark_asr::AsrError::Aborted) => {}
                 Err(e) => return Err(e),
                 Ok(transcript) => {
+                    heard.push(Heard::Paused(transcript.clone()));
                     o.candidate = Some(Candidate {
                         transcript,
                         started_ms: now_ms,

@@ -12,18 +12,25 @@
 //! clock, the input's: milliseconds since its first sample was fed, so each span is a measured
 //! wall-clock interval and they add up to the V2V latency.
 //!
+//! Preemptive replies: the reply starts on the transcript decoded when the user falls silent,
+//! while the listener still waits to decide that the turn is over. Its audio is held in the
+//! player ([`Held`]); the decision releases it at once, and the user speaking again drops it
+//! (and cancels what is still being generated). Only the work left after the decision counts in
+//! the spans; `head_start_ms` says how much was done before.
+//!
 //! The ends are pluggable ([`LiveIo`]): a WAV file fed at real-time pace ([`PacedInput`]) or a
 //! microphone ([`LiveInput`]); replies placed on a [`Timeline`] and, when there is one, played
 //! on a speaker ([`LiveOutput`]). A front end (`hark talk`) watches [`LiveEvent`]s and steers
 //! with a [`LiveControl`] (stop, mute, interrupt).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
-use hark_asr::Transcriber;
+use hark_asr::{Transcriber, Transcript};
 use hark_audio::vad::WINDOW;
 use hark_audio::TurnDetector;
 use hark_core::audio::samples_to_ms;
@@ -316,7 +323,48 @@ enum ToEar {
 enum ToBrain {
     /// What the listener heard, and when (ms on the input's clock).
     Heard(Heard, f64),
+    /// The transcript decoded at a pause, at `at_ms`: a reply may start on it, held until the
+    /// turn is decided.
+    Paused {
+        transcript: Transcript,
+        held: Arc<Held>,
+        at_ms: f64,
+    },
     End,
+}
+
+/// A reply begun before its turn was decided. The listener settles it: released (the turn
+/// ended; its audio plays at once) or dropped (the user went on; generation and synthesis are
+/// cancelled, its audio thrown away).
+struct Held {
+    state: AtomicU8,
+    cancel: Cancel,
+}
+
+const HOLDING: u8 = 0;
+const RELEASED: u8 = 1;
+const DROPPED: u8 = 2;
+
+impl Held {
+    fn new() -> Result<Arc<Self>, PipelineError> {
+        Ok(Arc::new(Held {
+            state: AtomicU8::new(HOLDING),
+            cancel: Cancel::new()?,
+        }))
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        self.state.store(RELEASED, Ordering::SeqCst);
+    }
+
+    fn drop_reply(&self) {
+        self.state.store(DROPPED, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
 }
 
 enum ToVoice {
@@ -326,6 +374,7 @@ enum ToVoice {
         text_at_ms: f64,
         first: bool,
         cancel: Cancel,
+        held: Option<Arc<Held>>,
     },
     /// The reply of `turn` is complete.
     ReplyEnd(usize),
@@ -340,14 +389,28 @@ enum ToPlayer {
         /// Set on a chunk's first piece: its text and when the text was complete.
         chunk: Option<(String, f64)>,
         first_of_reply: bool,
+        held: Option<Arc<Held>>,
     },
     ReplyEnd(usize),
     End,
 }
 
-/// The user spoke over the reply at `at_ms`.
-struct BargeIn {
-    at_ms: f64,
+impl ToPlayer {
+    /// The hold this message is under, if its reply's turn is undecided.
+    fn held(&self) -> Option<&Arc<Held>> {
+        match self {
+            ToPlayer::Piece { held, .. } => held.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// What overtakes the player's queued audio.
+enum ToPlayerControl {
+    /// The user spoke over the reply at `at_ms`.
+    BargeIn { at_ms: f64 },
+    /// A held reply was settled (released or dropped).
+    Settled,
 }
 
 /// The stages a live run borrows from the pipeline.
@@ -402,7 +465,9 @@ pub(crate) fn run(
     let (brain_tx, brain_rx) = bounded::<ToBrain>(256);
     let (voice_tx, voice_rx) = bounded::<ToVoice>(64);
     let (player_tx, player_rx) = bounded::<ToPlayer>(256);
-    let (control_tx, control_rx) = unbounded::<BargeIn>();
+    let (control_tx, control_rx) = unbounded::<ToPlayerControl>();
+    let settled_tx = control_tx.clone();
+    let preemptive = brain.config.preemptive;
     let (heard_tx, heard_rx) = unbounded::<(usize, String)>();
     // The voice tells the brain a reply's first audio is out (see `reply`).
     let (first_audio_tx, first_audio_rx) = bounded::<usize>(16);
@@ -413,7 +478,12 @@ pub(crate) fn run(
         let vad =
             s.spawn(move || listen_for_voice(turns, &vad_rx, &ear_tx, &control_tx, sh, &turn_cfg));
         let ear = s.spawn(move || {
-            let result = hear(asr, &ear_rx, &brain_tx, sh, &turn_cfg, &listen_cfg);
+            let ends = EarEnds {
+                brain: &brain_tx,
+                player: &settled_tx,
+                preemptive,
+            };
+            let result = hear(asr, &ear_rx, &ends, sh, &turn_cfg, &listen_cfg);
             let _ = brain_tx.send(ToBrain::End);
             result
         });
@@ -559,7 +629,7 @@ fn listen_for_voice(
     turns: &mut TurnDetector,
     input: &Receiver<Option<Vec<f32>>>,
     ear: &Sender<ToEar>,
-    control: &Sender<BargeIn>,
+    control: &Sender<ToPlayerControl>,
     sh: &Shared,
     cfg: &hark_audio::TurnConfig,
 ) -> Result<(), PipelineError> {
@@ -581,7 +651,7 @@ fn listen_for_voice(
                 sh.emit(LiveEvent::Interrupted { turn });
             }
             // The player cuts whatever is still audible, even a reply already complete.
-            let _ = control.send(BargeIn { at_ms: now_ms });
+            let _ = control.send(ToPlayerControl::BargeIn { at_ms: now_ms });
         }
         let msg = ToEar::Window {
             samples: window,
@@ -609,11 +679,20 @@ const FORGET_AFTER: usize = 60 * ASR_SAMPLE_RATE as usize;
 /// The longest recognition holds back for a reply's first audio.
 const MAX_HOLD: Duration = Duration::from_millis(500);
 
+/// Where the listener's news goes: the brain, and the player (which holds a preemptive reply's
+/// audio until the turn is decided).
+struct EarEnds<'a> {
+    brain: &'a Sender<ToBrain>,
+    player: &'a Sender<ToPlayerControl>,
+    /// Replies may start on the transcript decoded at a pause.
+    preemptive: bool,
+}
+
 /// The listener on the input's clock: partials, the final decode at the pause, the turn end.
 fn hear(
     asr: &mut Transcriber,
     input: &Receiver<ToEar>,
-    brain: &Sender<ToBrain>,
+    ends: &EarEnds<'_>,
     sh: &Arc<Shared>,
     turn_cfg: &hark_audio::TurnConfig,
     listen_cfg: &crate::listen::ListenConfig,
@@ -629,13 +708,19 @@ fn hear(
     let mut samples = Vec::new();
     let mut start = 0usize;
     let mut heard = Vec::new();
+    // The preemptive reply waiting for this turn's decision.
+    let mut pending: Option<Arc<Held>> = None;
     let result = (|| {
         while let Ok(msg) = input.recv() {
             // While a reply's first audio is being made, a decode here would halve its speed
             // on two cores; the windows wait in the channel (the voice activity detector, which
-            // raises barge-ins, runs on regardless).
+            // raises barge-ins, runs on regardless). A paused turn needs no decode to be
+            // decided, and its decision is what a preemptive reply waits for.
             let held = Instant::now();
-            while sh.first_audio_pending.load(Ordering::SeqCst) && held.elapsed() < MAX_HOLD {
+            while sh.first_audio_pending.load(Ordering::SeqCst)
+                && !listener.is_paused()
+                && held.elapsed() < MAX_HOLD
+            {
                 std::thread::sleep(Duration::from_millis(2));
             }
             match msg {
@@ -670,7 +755,37 @@ fn hear(
                 }
             }
             for h in heard.drain(..) {
-                if brain.send(ToBrain::Heard(h, sh.now_ms())).is_err() {
+                let msg = match h {
+                    Heard::Paused(transcript) => {
+                        if !ends.preemptive || transcript.text.is_empty() {
+                            continue;
+                        }
+                        let held = Held::new()?;
+                        pending = Some(Arc::clone(&held));
+                        ToBrain::Paused {
+                            transcript,
+                            held,
+                            at_ms: sh.now_ms(),
+                        }
+                    }
+                    Heard::Resumed => match pending.take() {
+                        Some(held) => {
+                            held.drop_reply();
+                            let _ = ends.player.send(ToPlayerControl::Settled);
+                            ToBrain::Heard(Heard::Resumed, sh.now_ms())
+                        }
+                        None => continue,
+                    },
+                    Heard::Turn(t) => {
+                        if let Some(held) = pending.take() {
+                            held.release();
+                            let _ = ends.player.send(ToPlayerControl::Settled);
+                        }
+                        ToBrain::Heard(Heard::Turn(t), sh.now_ms())
+                    }
+                    other => ToBrain::Heard(other, sh.now_ms()),
+                };
+                if ends.brain.send(msg).is_err() {
                     return Ok(());
                 }
             }
@@ -682,7 +797,7 @@ fn hear(
 }
 
 /// The LLM: partial prefills while the user speaks, a reply per turn streamed to the voice in
-/// chunks, the history kept to what was heard.
+/// chunks (begun at the pause when replies are preemptive), the history kept to what was heard.
 fn think(
     mut brain: Brain<'_>,
     input: &Receiver<ToBrain>,
@@ -692,9 +807,16 @@ fn think(
     sh: &Shared,
     input_name: &str,
 ) -> Result<(), PipelineError> {
+    let ends = Ends {
+        voice,
+        first_audio,
+        sh,
+    };
     let mut number = 0usize;
     let mut replied_turn = 0usize;
-    while let Ok(ToBrain::Heard(event, heard_at_ms)) = input.recv() {
+    // A reply begun at a pause, waiting for the listener to settle its turn.
+    let mut tentative: Option<Tentative> = None;
+    while let Ok(msg) = input.recv() {
         // A barge-in cut the last reply: the history keeps what was heard of it.
         for (turn, text) in heard_of_reply.try_iter() {
             if turn == replied_turn {
@@ -707,6 +829,41 @@ fn think(
                 }
             }
         }
+        let (event, heard_at_ms) = match msg {
+            ToBrain::Heard(event, at_ms) => (event, at_ms),
+            ToBrain::Paused {
+                transcript,
+                held,
+                at_ms,
+            } => {
+                number += 1;
+                let rec = TurnRecord {
+                    schema: SCHEMA_VERSION,
+                    input: input_name.to_string(),
+                    turn: number,
+                    transcript: transcript.text.clone(),
+                    ..TurnRecord::default()
+                };
+                let history_len = brain.history.len();
+                let mut events = Vec::new();
+                let answer = Answer {
+                    turn: number,
+                    text: transcript.text,
+                    cancel: held.cancel.clone(),
+                    held: Some(held),
+                    heard_at_ms: at_ms,
+                };
+                answer.give(&mut brain, &ends, rec, Some(&mut events));
+                tentative = Some(Tentative {
+                    number,
+                    history_len,
+                    paused_at_ms: at_ms,
+                    events,
+                });
+                continue;
+            }
+            ToBrain::End => break,
+        };
         let turn = match event {
             Heard::SpeechStarted(_) => {
                 sh.emit(LiveEvent::SpeechStarted);
@@ -722,73 +879,84 @@ fn think(
                 }
                 continue;
             }
+            Heard::Paused(_) => continue,
+            Heard::Resumed => {
+                // The user went on: the reply begun at the pause never happened.
+                if let Some(t) = tentative.take() {
+                    brain.history.truncate(t.history_len);
+                    if let Ok(mut records) = sh.records.lock() {
+                        records.remove(&t.number);
+                    }
+                    number = t.number - 1;
+                }
+                continue;
+            }
             Heard::Turn(t) => t,
         };
         if turn.transcript.text.is_empty() {
             continue;
         }
-        number += 1;
         let decided_ms = turn.turn.decided_ms();
-        // A microphone's sample clock and the wall clock agree only to a few ms: a transcript
-        // ready before the decision (on the sample clock) counts from the decision, so the spans
-        // still add up.
-        let heard_at_ms = heard_at_ms.max(decided_ms);
-        let mut rec = TurnRecord {
-            schema: SCHEMA_VERSION,
-            input: input_name.to_string(),
-            turn: number,
-            transcript: turn.transcript.text.clone(),
-            speech_start_ms: turn.turn.speech_start_ms(),
-            speech_end_ms: turn.turn.speech_end_ms(),
-            ..TurnRecord::default()
-        };
-        rec.spans.endpoint = turn.endpoint_ms;
-        rec.spans.asr_final = heard_at_ms - decided_ms;
-        if let Ok(mut records) = sh.records.lock() {
-            records.insert(number, rec.clone());
-        }
-        sh.emit(LiveEvent::Heard {
-            turn: number,
-            text: rec.transcript.clone(),
-        });
-        let cancel = Cancel::new()?;
-        sh.first_audio_pending.store(true, Ordering::SeqCst);
-        if let Ok(mut current) = sh.current.lock() {
-            *current = Some((number, cancel.clone()));
-        }
-        brain
-            .history
-            .push(ChatMessage::new(Role::User, turn.transcript.text.clone()));
-        let ends = Ends {
-            voice,
-            first_audio,
-            sh,
-        };
-        let replied = reply(&mut brain, number, &cancel, &ends, heard_at_ms, &mut rec);
-        sh.first_audio_pending.store(false, Ordering::SeqCst);
-        match replied {
-            Ok(text) => {
-                brain.history.push(ChatMessage::new(Role::Assistant, text));
+        if let Some(t) = tentative.take() {
+            // The turn the reply was begun for is decided: its audio is already playing.
+            let (endpoint, speech_start, speech_end) = (
+                turn.endpoint_ms,
+                turn.turn.speech_start_ms(),
+                turn.turn.speech_end_ms(),
+            );
+            sh.record(t.number, |r| {
+                r.speech_start_ms = speech_start;
+                r.speech_end_ms = speech_end;
+                r.spans.endpoint = endpoint;
+                r.spans.asr_final = (t.paused_at_ms - decided_ms).max(0.0);
+                r.head_start_ms = (decided_ms - t.paused_at_ms).max(0.0);
+                r.preemptive_dropped = turn.dropped_finals;
+            });
+            sh.emit(LiveEvent::Heard {
+                turn: t.number,
+                text: turn.transcript.text.clone(),
+            });
+            for event in t.events {
+                sh.emit(event);
+            }
+            if brain.history.len() > t.history_len {
+                replied_turn = t.number;
+            }
+        } else {
+            number += 1;
+            // A microphone's sample clock and the wall clock agree only to a few ms: a
+            // transcript ready before the decision (on the sample clock) counts from the
+            // decision, so the spans still add up.
+            let heard_at_ms = heard_at_ms.max(decided_ms);
+            let mut rec = TurnRecord {
+                schema: SCHEMA_VERSION,
+                input: input_name.to_string(),
+                turn: number,
+                transcript: turn.transcript.text.clone(),
+                speech_start_ms: turn.turn.speech_start_ms(),
+                speech_end_ms: turn.turn.speech_end_ms(),
+                preemptive_dropped: turn.dropped_finals,
+                ..TurnRecord::default()
+            };
+            rec.spans.endpoint = turn.endpoint_ms;
+            rec.spans.asr_final = heard_at_ms - decided_ms;
+            sh.emit(LiveEvent::Heard {
+                turn: number,
+                text: rec.transcript.clone(),
+            });
+            let history_len = brain.history.len();
+            let answer = Answer {
+                turn: number,
+                text: turn.transcript.text.clone(),
+                cancel: Cancel::new()?,
+                held: None,
+                heard_at_ms,
+            };
+            answer.give(&mut brain, &ends, rec, None);
+            if brain.history.len() > history_len {
                 replied_turn = number;
             }
-            Err(e) => {
-                brain.history.pop();
-                rec.error = Some(e.to_string());
-            }
         }
-        let (reply_text, spans, engine, error) = (
-            rec.reply.clone(),
-            rec.spans,
-            rec.engine.clone(),
-            rec.error.clone(),
-        );
-        sh.record(number, |r| {
-            r.reply = reply_text;
-            r.spans.llm_ttft = spans.llm_ttft;
-            r.spans.first_clause = spans.first_clause;
-            r.engine = engine;
-            r.error = error;
-        });
         let _ = voice.send(ToVoice::ReplyEnd(number));
         // While the reply plays, the conversation so far goes into the cache.
         if input.is_empty() {
@@ -798,6 +966,68 @@ fn think(
         }
     }
     Ok(())
+}
+
+/// A reply begun at a pause whose turn is not decided yet.
+struct Tentative {
+    number: usize,
+    /// The history before the reply's user message, to go back to if it is dropped.
+    history_len: usize,
+    paused_at_ms: f64,
+    /// What the front end is told once the turn is decided.
+    events: Vec<LiveEvent>,
+}
+
+/// One turn's reply to give.
+struct Answer {
+    turn: usize,
+    text: String,
+    cancel: Cancel,
+    held: Option<Arc<Held>>,
+    /// When the transcript was in hand, ms on the input's clock.
+    heard_at_ms: f64,
+}
+
+impl Answer {
+    /// Generates the reply into the voice and keeps the exchange in the history (the user's
+    /// message alone is taken back when the reply fails); `rec` becomes the turn's record.
+    /// With `deferred`, the front end's events wait there instead of going out.
+    fn give(
+        self,
+        brain: &mut Brain<'_>,
+        ends: &Ends<'_>,
+        mut rec: TurnRecord,
+        deferred: Option<&mut Vec<LiveEvent>>,
+    ) {
+        let sh = ends.sh;
+        if let Ok(mut records) = sh.records.lock() {
+            records.insert(self.turn, rec.clone());
+        }
+        sh.first_audio_pending.store(true, Ordering::SeqCst);
+        if let Ok(mut current) = sh.current.lock() {
+            *current = Some((self.turn, self.cancel.clone()));
+        }
+        brain
+            .history
+            .push(ChatMessage::new(Role::User, self.text.clone()));
+        let replied = reply(brain, &self, ends, &mut rec, deferred);
+        sh.first_audio_pending.store(false, Ordering::SeqCst);
+        match replied {
+            Ok(text) => brain.history.push(ChatMessage::new(Role::Assistant, text)),
+            Err(e) => {
+                brain.history.pop();
+                rec.error = Some(e.to_string());
+            }
+        }
+        let (reply_text, spans, engine, error) = (rec.reply, rec.spans, rec.engine, rec.error);
+        sh.record(self.turn, |r| {
+            r.reply = reply_text;
+            r.spans.llm_ttft = spans.llm_ttft;
+            r.spans.first_clause = spans.first_clause;
+            r.engine = engine;
+            r.error = error;
+        });
+    }
 }
 
 /// Where the brain's reply goes, and the clock.
@@ -816,13 +1046,13 @@ const FIRST_AUDIO_WAIT: Duration = Duration::from_millis(400);
 /// the reply's text (as generated, or cut at a barge-in).
 fn reply(
     brain: &mut Brain<'_>,
-    turn: usize,
-    cancel: &Cancel,
+    answer: &Answer,
     ends: &Ends<'_>,
-    heard_at_ms: f64,
     rec: &mut TurnRecord,
+    mut deferred: Option<&mut Vec<LiveEvent>>,
 ) -> Result<String, PipelineError> {
     let (voice, sh) = (ends.voice, ends.sh);
+    let (turn, cancel, heard_at_ms) = (answer.turn, &answer.cancel, answer.heard_at_ms);
     let prompt = brain.fitted_prompt()?;
     let params = brain.generation_params();
     let max_sentences = brain.config.max_reply_sentences;
@@ -832,10 +1062,14 @@ fn reply(
     let mut chunks = 0usize;
     let mut send = |chunk: String, first_token: f64| {
         let now = sh.now_ms();
-        sh.emit(LiveEvent::Reply {
+        let event = LiveEvent::Reply {
             turn,
             text: chunk.clone(),
-        });
+        };
+        match deferred.as_deref_mut() {
+            Some(events) => events.push(event),
+            None => sh.emit(event),
+        }
         if chunks == 0 {
             rec.spans.llm_ttft = first_token - heard_at_ms;
             rec.spans.first_clause = now - first_token;
@@ -846,6 +1080,7 @@ fn reply(
             text_at_ms: now,
             first: chunks == 0,
             cancel: cancel.clone(),
+            held: answer.held.clone(),
         });
         if chunks == 0 {
             let deadline = Instant::now() + FIRST_AUDIO_WAIT;
@@ -900,14 +1135,15 @@ fn speak(
     sh: &Shared,
 ) -> Result<(), PipelineError> {
     loop {
-        let (turn, text, text_at_ms, first, cancel) = match input.recv() {
+        let (turn, text, text_at_ms, first, cancel, held) = match input.recv() {
             Ok(ToVoice::Chunk {
                 turn,
                 text,
                 text_at_ms,
                 first,
                 cancel,
-            }) => (turn, text, text_at_ms, first, cancel),
+                held,
+            }) => (turn, text, text_at_ms, first, cancel, held),
             Ok(ToVoice::ReplyEnd(turn)) => {
                 let _ = player.send(ToPlayer::ReplyEnd(turn));
                 continue;
@@ -933,6 +1169,7 @@ fn speak(
                 ready_ms: sh.now_ms(),
                 chunk: chunk.take(),
                 first_of_reply: std::mem::take(&mut first_piece),
+                held: held.clone(),
             });
         };
         let _span = tracing::info_span!("tts_chunk", turn).entered();
@@ -959,11 +1196,12 @@ fn speak(
 }
 
 /// The speaker: each piece plays when it arrives, after what is already playing; a barge-in
-/// cuts the reply at once (with a short fade) and reports what was heard of it. Every piece
-/// goes on the timeline and, when there is one, to the output device.
+/// cuts the reply at once (with a short fade) and reports what was heard of it. A preemptive
+/// reply's pieces (and whatever follows them) wait until its turn is settled. Every piece goes
+/// on the timeline and, when there is one, to the output device.
 fn play(
     input: &Receiver<ToPlayer>,
-    control: &Receiver<BargeIn>,
+    control: &Receiver<ToPlayerControl>,
     heard_of_reply: &Sender<(usize, String)>,
     sh: &Shared,
     mut output: Option<&mut (dyn LiveOutput + '_)>,
@@ -980,27 +1218,55 @@ fn play(
                     playing: &mut Option<Playing>,
                     written: &mut usize,
                     output: &mut Option<&mut (dyn LiveOutput + '_)>,
-                    c: BargeIn| {
-        cut(timeline, playing, c.at_ms, heard_of_reply, sh);
+                    c: ToPlayerControl| {
+        let ToPlayerControl::BargeIn { at_ms } = c else {
+            return; // a settled hold is looked at below
+        };
+        cut(timeline, playing, at_ms, heard_of_reply, sh);
         if let Some(out) = output.as_deref_mut() {
             out.stop();
         }
         *written = timeline.end();
     };
+    // A preemptive reply's pieces and what came after them, waiting for its turn to be
+    // settled; and what is settled, to be played before anything new.
+    let mut held: VecDeque<ToPlayer> = VecDeque::new();
+    let mut settled: VecDeque<ToPlayer> = VecDeque::new();
     loop {
-        // Control first: a barge-in overtakes queued audio.
-        let msg = select! {
-            recv(control) -> c => {
-                if let Ok(c) = c {
-                    barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
+        if let Some(hold) = held.front().and_then(ToPlayer::held).cloned() {
+            match hold.state() {
+                HOLDING => {}
+                RELEASED => settled.extend(held.drain(..)),
+                _ => {
+                    held.retain(|m| !m.held().is_some_and(|h| Arc::ptr_eq(h, &hold)));
+                    settled.extend(held.drain(..));
                 }
-                continue;
             }
-            recv(input) -> m => m,
+        }
+        let msg = match settled.pop_front() {
+            Some(m) => Ok(m),
+            // Control first: a barge-in overtakes queued audio.
+            None => select! {
+                recv(control) -> c => {
+                    if let Ok(c) = c {
+                        barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
+                    }
+                    continue;
+                }
+                recv(input) -> m => m,
+            },
         };
         if let Ok(c) = control.try_recv() {
             barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
         }
+        let msg = match msg {
+            Ok(m) if !held.is_empty() || m.held().is_some_and(|h| h.state() == HOLDING) => {
+                held.push_back(m);
+                continue;
+            }
+            Ok(m) if m.held().is_some_and(|h| h.state() == DROPPED) => continue,
+            other => other,
+        };
         let (turn, samples, ready_ms, chunk, first_of_reply) = match msg {
             Ok(ToPlayer::Piece {
                 turn,
@@ -1008,11 +1274,13 @@ fn play(
                 ready_ms,
                 chunk,
                 first_of_reply,
+                ..
             }) => (turn, samples, ready_ms, chunk, first_of_reply),
             Ok(ToPlayer::ReplyEnd(turn)) => {
                 if let Some(out) = output.as_deref_mut() {
                     out.end_of_reply();
                 }
+                sh.record(turn, count_from_decision);
                 if let Some(rec) = sh.records.lock().ok().and_then(|r| r.get(&turn).cloned()) {
                     sh.emit(LiveEvent::TurnDone(Box::new(rec)));
                 }
@@ -1096,6 +1364,30 @@ fn play(
         }
     }
     timeline
+}
+
+/// A reply begun before its turn was decided counts only the work left after the decision:
+/// each stage's interval (from the transcript at the pause on) is clipped to the decision, so
+/// the spans still add up to V2V, and `head_start_ms` says how much was done before.
+fn count_from_decision(r: &mut TurnRecord) {
+    if r.head_start_ms > 0.0 {
+        let decided = r.speech_end_ms + r.spans.endpoint;
+        let mut at = decided - r.head_start_ms;
+        let spans = &mut r.spans;
+        for span in [
+            &mut spans.llm_ttft,
+            &mut spans.first_clause,
+            &mut spans.tts_first_audio,
+            &mut spans.output,
+        ] {
+            let end = at + *span;
+            *span = (end - at.max(decided)).max(0.0);
+            at = end;
+        }
+    }
+    if r.reply_start_ms > 0.0 {
+        r.v2v_ms = r.reply_start_ms - r.speech_end_ms;
+    }
 }
 
 /// The reply the player is playing.
