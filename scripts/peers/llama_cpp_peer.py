@@ -4,6 +4,8 @@ Reads one JSON request on stdin, prints one JSON answer on stdout. Token ids com
 own tokenizer so both engines compute exactly the same tokens.
 
   {"mode": "bench", "model": PATH, "threads": N, "ctx": 2048, "prompt": [ids], "decode": 128, "runs": 3}
+  {"mode": "speculative", "model": PATH, "draft": PATH, "threads": N, "ctx": 1024,
+   "prompts": [[ids], ...], "max_tokens": 48, "k": 4, "stop": [ids]}
 
 Greedy references for the parity test come from llm_reference.py, which reuses `load` and `Raw`.
 
@@ -63,11 +65,30 @@ class Raw:
                 raise RuntimeError("llama_decode failed")
             self.pos += len(chunk)
 
-    def argmax(self):
+    def decode_all(self, tokens):
+        """One batch with logits for every token (a verify batch)."""
+        b = self.batch
+        b.n_tokens = len(tokens)
+        for i, t in enumerate(tokens):
+            b.token[i] = t
+            b.pos[i] = self.pos + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = True
+        if llama_cpp.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
+        self.pos += len(tokens)
+
+    def argmax(self, i=-1):
         logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)
+            llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,)
         )
         return int(np.argmax(logits))
+
+    def rollback(self, pos):
+        """Forgets every position from `pos` on."""
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx), 0, pos, -1)
+        self.pos = pos
 
 
 def bench(req):
@@ -104,6 +125,75 @@ def bench(req):
     }
 
 
+def speculative(req):
+    """Greedy decoding of each prompt, plainly and with draft-model speculation as llama.cpp's
+    speculative-simple example does it (the draft proposes k tokens greedily, one target batch
+    checks them, both caches are cut back past the first mismatch), on llama.cpp's C API."""
+    target_llm, _ = load(req)
+    draft_llm, _ = load({**req, "model": req["draft"]})
+    target, draft = Raw(target_llm), Raw(draft_llm)
+    k, max_tokens, stop = req["k"], req["max_tokens"], set(req["stop"])
+    plain_tokens = plain_s = spec_tokens = spec_s = drafted = accepted = 0
+    for prompt in req["prompts"]:
+        # Plain.
+        target.clear()
+        target.decode(prompt)
+        tok, out = target.argmax(), 0
+        t0 = time.perf_counter()
+        while tok not in stop and out < max_tokens:
+            out += 1
+            if out == max_tokens:
+                break
+            target.decode([tok])
+            tok = target.argmax()
+        plain_s += time.perf_counter() - t0
+        plain_tokens += max(out - 1, 0)
+        # Speculative.
+        target.clear()
+        draft.clear()
+        target.decode(prompt)
+        draft.decode(prompt)
+        tok, out = target.argmax(), 0
+        t0 = time.perf_counter()
+        while tok not in stop and out < max_tokens:
+            out += 1
+            if out == max_tokens:
+                break
+            base = target.pos
+            # Draft k tokens after `tok`.
+            drafts = []
+            d = tok
+            for _ in range(k):
+                draft.decode([d])
+                d = draft.argmax()
+                drafts.append(d)
+            target.decode_all([tok] + drafts)
+            n = 0
+            nxt = target.argmax(0)
+            while n < k and nxt == drafts[n] and nxt not in stop and out < max_tokens:
+                n += 1
+                out += 1
+                nxt = target.argmax(n)
+            drafted += k
+            accepted += n
+            keep = base + 1 + n
+            target.rollback(keep)
+            if draft.pos < keep:
+                # Every draft was kept: the draft has yet to see its own last one.
+                draft.decode(drafts[draft.pos - base - 1 : n])
+            else:
+                draft.rollback(keep)
+            tok = nxt
+        spec_s += time.perf_counter() - t0
+        spec_tokens += max(out - 1, 0)
+    return {
+        "engine": f"llama.cpp (llama-cpp-python {__version__})",
+        "plain_tok_s": plain_tokens / plain_s if plain_s > 0 else 0.0,
+        "speculative_tok_s": spec_tokens / spec_s if spec_s > 0 else 0.0,
+        "acceptance": accepted / drafted if drafted else 0.0,
+    }
+
+
 def peak_rss_bytes():
     """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries that across fork and
     exec, so it would report the parent's (Hark's) peak when Hark's is the larger."""
@@ -116,7 +206,7 @@ def peak_rss_bytes():
 
 def main():
     req = json.load(sys.stdin)
-    answer = {"bench": bench}[req["mode"]](req)
+    answer = {"bench": bench, "speculative": speculative}[req["mode"]](req)
     json.dump(answer, sys.stdout)
 
 

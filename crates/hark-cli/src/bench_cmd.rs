@@ -13,7 +13,7 @@ use hark_models::{ids, ModelStore};
 use serde_json::{json, Value};
 
 /// The peer script, embedded so the bench works from any directory.
-const LLAMA_CPP_PEER: &str = include_str!("../../../scripts/peers/llama_cpp_peer.py");
+pub(crate) const LLAMA_CPP_PEER: &str = include_str!("../../../scripts/peers/llama_cpp_peer.py");
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -68,14 +68,15 @@ pub struct LlmBenchArgs {
     /// Python with llama-cpp-python (default: target/peers/venv/bin/python, as
     /// scripts/setup-peers installs it; or $HARK_PEER_PYTHON).
     #[arg(long, value_name = "PATH")]
-    peer_python: Option<PathBuf>,
+    pub(crate) peer_python: Option<PathBuf>,
     /// Measure Hark only.
     #[arg(long)]
-    no_peer: bool,
+    pub(crate) no_peer: bool,
     /// Measure speculative decoding instead: plain decoding against prompt lookup and, with a
     /// draft model, draft-model speculation (each with its controller and always drafting
     /// --max-draft), greedy, on 20 assistant-style prompts, with the speed-up, acceptance rate,
-    /// mean accepted length, the controller's choices, and whether the output is plain decoding's.
+    /// mean accepted length, the controller's choices, and whether the output is plain decoding's;
+    /// with a draft model, llama.cpp's speculative decoding on the same pair and prompts too.
     #[arg(long)]
     pub(crate) speculative: bool,
     /// The draft model for --speculative (`qwen0.5b`, …; default: qwen0.5b for qwen1.5b, none

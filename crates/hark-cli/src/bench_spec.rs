@@ -13,7 +13,7 @@ use hark_llm::{
 use hark_models::ModelStore;
 use serde_json::json;
 
-use crate::bench_cmd::{llm_path, LlmBenchArgs};
+use crate::bench_cmd::{call_peer, llm_path, peer_python, LlmBenchArgs, LLAMA_CPP_PEER};
 
 /// One way of decoding, measured over the whole set.
 struct Variant {
@@ -70,6 +70,10 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         }
         None => None,
     };
+    let draft_path = match &draft_name {
+        Some(name) => Some(llm_path(store, name)?),
+        None => None,
+    };
     let sampler = SamplerConfig {
         temperature: 0.0,
         repetition_penalty: 1.1,
@@ -97,6 +101,7 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         s.controller.calibrate(&pass_ms);
         s
     };
+    let mut prompts = Vec::new();
     let mut variants = vec![Variant::new("plain", None)];
     variants.push(Variant::new(
         format!("prompt lookup (controller, k ≤ {k})"),
@@ -150,6 +155,7 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
             ChatMessage::new(Role::System, "You are a helpful voice assistant."),
             ChatMessage::new(Role::User, *question),
         ]))?;
+        prompts.push(prompt.clone());
         let mut plain_tokens = Vec::new();
         let mut plain_ms = 0.0;
         for v in variants.iter_mut() {
@@ -182,6 +188,35 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
     );
 
     let plain_tok_s = variants[0].tok_s();
+    // llama.cpp on the same pair and prompts, in the same run.
+    let peer = match (&draft_path, args.no_peer) {
+        (Some(draft), false) => {
+            eprintln!("  llama.cpp: the same pair, the same prompts…");
+            let python = peer_python(args.peer_python.as_deref())?;
+            let answer = call_peer(
+                &python,
+                LLAMA_CPP_PEER,
+                &json!({
+                    "mode": "speculative",
+                    "model": path.display().to_string(),
+                    "draft": draft.display().to_string(),
+                    "threads": args.threads,
+                    "ctx": 1024,
+                    "prompts": prompts,
+                    "max_tokens": args.decode_tokens,
+                    "k": k,
+                    "stop": target.tokenizer().stop_tokens.iter().collect::<Vec<_>>(),
+                }),
+            )?;
+            Some(answer)
+        }
+        _ => None,
+    };
+    let best_spec = variants
+        .iter()
+        .filter(|v| v.speculator.is_some())
+        .map(Variant::tok_s)
+        .fold(0.0, f64::max);
     if args.json {
         let rows: Vec<_> = variants
             .iter()
@@ -202,7 +237,11 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "variants": rows }))?
+            serde_json::to_string_pretty(&json!({
+                "variants": rows,
+                "llama_cpp": peer,
+                "best_speculative_tok_s": best_spec,
+            }))?
         );
     } else {
         println!(
@@ -265,6 +304,21 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
                     passes.join(", ")
                 );
             }
+        }
+        if let Some(p) = &peer {
+            let plain = p["plain_tok_s"].as_f64().unwrap_or(f64::NAN);
+            let spec = p["speculative_tok_s"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{} on the same pair and prompts (greedy argmax, no penalty, always k = {k}): \
+                 plain {plain:.1} tok/s, speculative {spec:.1} tok/s ({:.2}x), {:.0}% accepted",
+                p["engine"].as_str().unwrap_or("llama.cpp"),
+                spec / plain,
+                p["acceptance"].as_f64().unwrap_or(f64::NAN) * 100.0
+            );
+            println!(
+                "Hark's best speculative decoding against llama.cpp's: {best_spec:.1} / {spec:.1} tok/s = {:.2}x",
+                best_spec / spec
+            );
         }
         println!(
             "(tok/s: decoded tokens after the first over decode time, summed over the {} prompts; \

@@ -37,9 +37,9 @@ pub struct RunArgs {
     sequential_asr: bool,
     /// Feed the input at real-time pace, like a live microphone, through the stages running
     /// concurrently on their own threads: the latencies are those a person would experience
-    /// (takes as long as the input lasts). Live, partial transcripts are not decoded and replies
-    /// are not preemptive (see the README). Without it, the input is processed as fast as
-    /// possible and each decode is placed on the input's clock.
+    /// (takes as long as the input lasts). Live, partial transcripts are not decoded (see the
+    /// README). Without it, the input is processed as fast as possible and each decode is
+    /// placed on the input's clock.
     #[arg(long)]
     realtime: bool,
     /// Do not prefill what the user has said so far into the LLM while they speak (nor decode

@@ -7,22 +7,6 @@ mod common;
 
 use hark_pipeline::{Pipeline, PipelineConfig};
 
-fn raw(name: &str) -> Vec<f32> {
-    let path = hark_core::testing::models_dir()
-        .join("testdata/pocketsphinx")
-        .join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run `hark models fetch --set test`",
-                path.display()
-            )
-        })
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
-        .collect()
-}
-
 #[test]
 fn speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard() {
     let paths = common::default_models();
@@ -33,9 +17,9 @@ fn speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard() {
     // something" (the answer starts about 0.6 s after the first question and lasts seconds).
     let input = [
         vec![0.0; 4_800],
-        raw("goforward.raw"),
+        common::raw("goforward.raw"),
         vec![0.0; 24_000],
-        raw("something.raw"),
+        common::raw("something.raw"),
         vec![0.0; 64_000],
     ]
     .concat();

@@ -8,22 +8,6 @@ use hark_pipeline::listen::ListenConfig;
 use hark_pipeline::{Pipeline, PipelineConfig};
 mod common;
 
-fn raw(name: &str) -> Vec<f32> {
-    let path = hark_core::testing::models_dir()
-        .join("testdata/pocketsphinx")
-        .join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run `hark models fetch --set test`",
-                path.display()
-            )
-        })
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
-        .collect()
-}
-
 /// One test at a time: each runs a live pipeline on all cores, and whether a reply is ready
 /// before its turn is decided depends on it.
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -52,7 +36,7 @@ fn seconds(s: f64) -> Vec<f32> {
 fn a_reply_begun_at_the_pause_plays_at_the_decision() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let mut pipeline = pipeline(700.0);
-    let input = [seconds(0.3), raw("goforward.raw"), seconds(2.5)].concat();
+    let input = [seconds(0.3), common::raw("goforward.raw"), seconds(2.5)].concat();
     let conv = pipeline
         .process_realtime(&AudioBuffer::new(input, ASR_SAMPLE_RATE), "held", |_| {})
         .unwrap();
@@ -85,9 +69,9 @@ fn a_reply_begun_at_a_pause_the_user_speaks_past_is_never_heard() {
     // something": one turn.
     let input = [
         seconds(0.3),
-        raw("goforward.raw"),
+        common::raw("goforward.raw"),
         seconds(0.2),
-        raw("something.raw"),
+        common::raw("something.raw"),
         seconds(3.0),
     ]
     .concat();

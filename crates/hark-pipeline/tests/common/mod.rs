@@ -1,4 +1,5 @@
-//! What the pipeline's tests share: the default model set, as `hark models fetch` lays it out.
+//! What the pipeline's tests share: the default model set, as `hark models fetch` lays it out,
+//! and its real recorded speech.
 
 use hark_pipeline::ModelPaths;
 
@@ -13,4 +14,22 @@ pub fn default_models() -> ModelPaths {
         vad: m.join("silero-vad/silero_vad.onnx"),
         onnxruntime: m.join("onnxruntime/libonnxruntime.so.1.32.0"),
     }
+}
+
+/// A pocketsphinx-testdata recording (`hark models fetch --set test`): 16 kHz mono raw PCM.
+#[allow(dead_code)] // not every test binary uses it
+pub fn raw(name: &str) -> Vec<f32> {
+    let path = hark_core::testing::models_dir()
+        .join("testdata/pocketsphinx")
+        .join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `hark models fetch --set test`",
+                path.display()
+            )
+        })
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
 }
