@@ -427,9 +427,18 @@ pub fn looped(text: &str) -> Option<String> {
     for start in 0..words.len() {
         for unit in 1..=(words.len() - start) / 2 {
             let whole = unit >= 2 || words[start + unit - 1].ends_with(['.', '?', '!']);
-            let loops_to_end = (start + unit..words.len()).all(|i| keys[i] == keys[i - unit]);
+            // The budget may cut the last repeat inside a word ("… shop. It costs $4.").
+            let last = words.len() - 1;
+            let loops_to_end = (start + unit..words.len()).all(|i| {
+                keys[i] == keys[i - unit] || (i == last && keys[i - unit].starts_with(&keys[i]))
+            });
             match (loops_to_end, whole) {
-                (true, true) => return Some(sentence(&words[..start + unit].join(" "))),
+                (true, true) => {
+                    let once = words[..start + unit].join(" ");
+                    // A loop that drifted ("21 June 21 June June 21 June June 21 June") is
+                    // found at its end, with the repeats before it left in: not a reading.
+                    return (!repeats_itself(&once)).then(|| sentence(&once));
+                }
                 // One word stuck ("5 5 5 5"): how many times it was said is unknown.
                 (true, false) => return None,
                 _ => {}
@@ -510,6 +519,17 @@ mod tests {
             Some("Well, hello. Is it you?")
         );
         assert_eq!(looped("Yes. Yes.").as_deref(), Some("Yes."));
+        // The token budget cut the last repeat inside a word.
+        assert_eq!(
+            looped("It costs $4.99 at the shop. It costs $4.99 at the shop. It costs $4.")
+                .as_deref(),
+            Some("It costs $4.99 at the shop.")
+        );
+        // A loop that drifted: repeats are left before the regular part at its end.
+        assert_eq!(
+            looped("arrived on 21 June 21 June 21 June 21 June June 21 June June 21 June"),
+            None
+        );
         // A single word stuck says nothing of how often it was said; a repeat that stops
         // before the end is speech.
         assert_eq!(looped("5 5 5 5 5 5"), None);
