@@ -777,6 +777,13 @@ fn hear(
                         None => continue,
                     },
                     Heard::Turn(t) => {
+                        tracing::debug!(
+                            silence_onset_ms = t.final_started_ms - t.turn.speech_end_ms(),
+                            decode_ms = t.final_spent_ms,
+                            endpoint_ms = t.endpoint_ms,
+                            lag_ms = sh.now_ms() - t.turn.decided_ms(),
+                            "turn decided"
+                        );
                         if let Some(held) = pending.take() {
                             held.release();
                             let _ = ends.player.send(ToPlayerControl::Settled);
