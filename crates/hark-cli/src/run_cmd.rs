@@ -46,10 +46,6 @@ pub struct RunArgs {
     /// partial transcripts for it); the whole message is then prefilled at the turn's end.
     #[arg(long)]
     no_partial_prefill: bool,
-    /// Do not start the reply on the transcript decoded at the pause; wait until the silence
-    /// has ended the turn (preemptive replies are on by default; see the README).
-    #[arg(long)]
-    no_preemptive: bool,
     /// Synthesise the reply only once it is complete (the sequential baseline) instead of
     /// chunk by chunk as it is generated.
     #[arg(long)]
@@ -95,6 +91,10 @@ pub struct ConversationArgs {
     /// 7x faster than the full window) or `full` (Whisper's whole 30 s window; see the README).
     #[arg(long, value_name = "SECONDS|full", value_parser = parse_asr_window)]
     asr_window: Option<hark_pipeline::EncoderWindow>,
+    /// Do not start the reply on the transcript decoded at the pause, its audio held until
+    /// the turn is decided; wait until the silence has ended the turn (see the README).
+    #[arg(long)]
+    no_preemptive: bool,
     /// Fail instead of fetching missing models.
     #[arg(long)]
     no_fetch: bool,
@@ -122,6 +122,7 @@ impl ConversationArgs {
             partials,
             ..ListenConfig::default()
         });
+        config.preemptive = !self.no_preemptive;
         config.max_reply_tokens = self.max_reply_tokens.max(1);
         config.max_reply_sentences = self.max_reply_sentences;
         config.turn.end_silence_ms = self.end_silence_ms.max(32.0);
@@ -288,7 +289,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     config.denoise = args.denoise;
     config.stream_speech = !args.sequential_speech;
     config.prefill_partials = partials && !args.sequential_asr;
-    config.preemptive = !args.no_preemptive && !args.sequential_asr;
+    config.preemptive &= !args.sequential_asr;
     let mut pipeline = Pipeline::load(config).context("loading the models")?;
     writeln!(
         report,
