@@ -125,6 +125,19 @@ def bench(req):
     }
 
 
+def greedy(target, prompt, max_tokens, stop, step):
+    """Decodes after `prompt` until a stop token or `max_tokens` tokens. `step(tok, room)` puts
+    the decided token `tok` through and returns the next one and how many it decided on the way
+    (accepted drafts, at most `room`). Returns the tokens decoded after the first and the time."""
+    target.decode(prompt)
+    tok, out = target.argmax(), 1
+    t0 = time.perf_counter()
+    while tok not in stop and out < max_tokens:
+        tok, extra = step(tok, max_tokens - out - 1)
+        out += 1 + extra
+    return out - 1, time.perf_counter() - t0
+
+
 def speculative(req):
     """Greedy decoding of each prompt, plainly and with draft-model speculation as llama.cpp's
     speculative-simple example does it (the draft proposes k tokens greedily, one target batch
@@ -133,64 +146,50 @@ def speculative(req):
     draft_llm, _ = load({**req, "model": req["draft"]})
     target, draft = Raw(target_llm), Raw(draft_llm)
     k, max_tokens, stop = req["k"], req["max_tokens"], set(req["stop"])
-    plain_tokens = plain_s = spec_tokens = spec_s = drafted = accepted = 0
+    counts = {"drafted": 0, "accepted": 0}
+
+    def plain_step(tok, _room):
+        target.decode([tok])
+        return target.argmax(), 0
+
+    def speculative_step(tok, room):
+        base = target.pos
+        drafts, d = [], tok
+        for _ in range(k):
+            draft.decode([d])
+            d = draft.argmax()
+            drafts.append(d)
+        target.decode_all([tok] + drafts)
+        n, nxt = 0, target.argmax(0)
+        while n < min(k, room) and nxt == drafts[n] and nxt not in stop:
+            n += 1
+            nxt = target.argmax(n)
+        counts["drafted"] += k
+        counts["accepted"] += n
+        keep = base + 1 + n
+        target.rollback(keep)
+        if draft.pos < keep:
+            # Every draft was kept: the draft has yet to see its own last one.
+            draft.decode(drafts[draft.pos - base - 1 : n])
+        else:
+            draft.rollback(keep)
+        return nxt, n
+
+    plain_tokens = plain_s = spec_tokens = spec_s = 0
     for prompt in req["prompts"]:
-        # Plain.
         target.clear()
-        target.decode(prompt)
-        tok, out = target.argmax(), 0
-        t0 = time.perf_counter()
-        while tok not in stop and out < max_tokens:
-            out += 1
-            if out == max_tokens:
-                break
-            target.decode([tok])
-            tok = target.argmax()
-        plain_s += time.perf_counter() - t0
-        plain_tokens += max(out - 1, 0)
-        # Speculative.
+        tokens, seconds = greedy(target, prompt, max_tokens, stop, plain_step)
+        plain_tokens, plain_s = plain_tokens + tokens, plain_s + seconds
         target.clear()
         draft.clear()
-        target.decode(prompt)
         draft.decode(prompt)
-        tok, out = target.argmax(), 0
-        t0 = time.perf_counter()
-        while tok not in stop and out < max_tokens:
-            out += 1
-            if out == max_tokens:
-                break
-            base = target.pos
-            # Draft k tokens after `tok`.
-            drafts = []
-            d = tok
-            for _ in range(k):
-                draft.decode([d])
-                d = draft.argmax()
-                drafts.append(d)
-            target.decode_all([tok] + drafts)
-            n = 0
-            nxt = target.argmax(0)
-            while n < k and nxt == drafts[n] and nxt not in stop and out < max_tokens:
-                n += 1
-                out += 1
-                nxt = target.argmax(n)
-            drafted += k
-            accepted += n
-            keep = base + 1 + n
-            target.rollback(keep)
-            if draft.pos < keep:
-                # Every draft was kept: the draft has yet to see its own last one.
-                draft.decode(drafts[draft.pos - base - 1 : n])
-            else:
-                draft.rollback(keep)
-            tok = nxt
-        spec_s += time.perf_counter() - t0
-        spec_tokens += max(out - 1, 0)
+        tokens, seconds = greedy(target, prompt, max_tokens, stop, speculative_step)
+        spec_tokens, spec_s = spec_tokens + tokens, spec_s + seconds
     return {
         "engine": f"llama.cpp (llama-cpp-python {__version__})",
         "plain_tok_s": plain_tokens / plain_s if plain_s > 0 else 0.0,
         "speculative_tok_s": spec_tokens / spec_s if spec_s > 0 else 0.0,
-        "acceptance": accepted / drafted if drafted else 0.0,
+        "acceptance": counts["accepted"] / counts["drafted"] if counts["drafted"] else 0.0,
     }
 
 

@@ -58,7 +58,7 @@ pub enum EncoderWindow {
 
 /// Default window: the audio plus 0.5 s ([`FITTED_WINDOW`]). Measured by `hark bench asr` (15
 /// recordings: 12 real from pocketsphinx-testdata, 3 espeak-ng questions; 2 threads): the final
-/// decode at the pause takes p50 130 ms against 274 ms with 8 s of margin and ~925 ms with the
+/// decode at the pause takes p50 about 140 ms against 274 ms with 8 s of margin and ~925 ms with the
 /// full 30 s window, at WER 6.6 % against 7.4 % and 9.9 %. Short margins make tiny.en loop on
 /// short turns (the utterance, then the same words again): the words once are kept, and a
 /// loop that cannot be read that way is decoded again with 8 s of margin, then in full.
@@ -392,12 +392,7 @@ pub fn is_silent(samples: &[f32]) -> bool {
 pub fn repeats_itself(text: &str) -> bool {
     let words: Vec<String> = text
         .split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .collect::<String>()
-                .to_lowercase()
-        })
+        .map(word_key)
         .filter(|w| !w.is_empty())
         .collect();
     (1..=4).any(|n| {
@@ -409,26 +404,26 @@ pub fn repeats_itself(text: &str) -> bool {
     })
 }
 
+/// A word as loops are compared: its letters and digits, lower case ("Meters," = "meters").
+fn word_key(word: &str) -> String {
+    word.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 /// The words before a loop: `text` is some words, then a unit of two or more words (or one
 /// ending a sentence) at least twice over, repeated to its end (the last repeat may be cut
 /// short); the words and the unit once are returned, as a sentence. `None` for any other text.
 pub fn looped(text: &str) -> Option<String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let keys: Vec<String> = words
-        .iter()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .flat_map(char::to_lowercase)
-                .collect()
-        })
-        .collect();
+    let keys: Vec<String> = words.iter().map(|w| word_key(w)).collect();
+    let last = words.len().saturating_sub(1);
     // The loop starts as early as possible; its unit is as short as possible.
     for start in 0..words.len() {
         for unit in 1..=(words.len() - start) / 2 {
             let whole = unit >= 2 || words[start + unit - 1].ends_with(['.', '?', '!']);
             // The budget may cut the last repeat inside a word ("… shop. It costs $4.").
-            let last = words.len() - 1;
             let loops_to_end = (start + unit..words.len()).all(|i| {
                 keys[i] == keys[i - unit] || (i == last && keys[i - unit].starts_with(&keys[i]))
             });

@@ -1239,6 +1239,7 @@ fn play(
     // settled; and what is settled, to be played before anything new.
     let mut held: VecDeque<ToPlayer> = VecDeque::new();
     let mut settled: VecDeque<ToPlayer> = VecDeque::new();
+    let mut control_open = true;
     loop {
         if let Some(hold) = held.front().and_then(ToPlayer::held).cloned() {
             match hold.state() {
@@ -1253,15 +1254,18 @@ fn play(
         let msg = match settled.pop_front() {
             Some(m) => Ok(m),
             // Control first: a barge-in overtakes queued audio.
-            None => select! {
+            None if control_open => select! {
                 recv(control) -> c => {
-                    if let Ok(c) = c {
-                        barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
+                    match c {
+                        Ok(c) => barge_in(&mut timeline, &mut playing, &mut written, &mut output, c),
+                        // The listener has ended; a closed channel would be ready forever.
+                        Err(_) => control_open = false,
                     }
                     continue;
                 }
                 recv(input) -> m => m,
             },
+            None => input.recv(),
         };
         if let Ok(c) = control.try_recv() {
             barge_in(&mut timeline, &mut playing, &mut written, &mut output, c);
