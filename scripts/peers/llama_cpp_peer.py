@@ -50,7 +50,9 @@ class Raw:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         self.pos = 0
 
-    def decode(self, tokens):
+    def decode(self, tokens, all_logits=False):
+        """`tokens` after what is cached, in batches of 512; logits for the last one, or for
+        every one with `all_logits` (a verify batch)."""
         b = self.batch
         for start in range(0, len(tokens), 512):
             chunk = tokens[start : start + 512]
@@ -60,24 +62,10 @@ class Raw:
                 b.pos[i] = self.pos + i
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = 0
-                b.logits[i] = i == len(chunk) - 1
+                b.logits[i] = all_logits or i == len(chunk) - 1
             if llama_cpp.llama_decode(self.ctx, b) != 0:
                 raise RuntimeError("llama_decode failed")
             self.pos += len(chunk)
-
-    def decode_all(self, tokens):
-        """One batch with logits for every token (a verify batch)."""
-        b = self.batch
-        b.n_tokens = len(tokens)
-        for i, t in enumerate(tokens):
-            b.token[i] = t
-            b.pos[i] = self.pos + i
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = True
-        if llama_cpp.llama_decode(self.ctx, b) != 0:
-            raise RuntimeError("llama_decode failed")
-        self.pos += len(tokens)
 
     def argmax(self, i=-1):
         logits = np.ctypeslib.as_array(
@@ -159,7 +147,7 @@ def speculative(req):
             draft.decode([d])
             d = draft.argmax()
             drafts.append(d)
-        target.decode_all([tok] + drafts)
+        target.decode([tok] + drafts, all_logits=True)
         n, nxt = 0, target.argmax(0)
         while n < min(k, room) and nxt == drafts[n] and nxt not in stop:
             n += 1
