@@ -58,10 +58,11 @@ pub enum EncoderWindow {
 
 /// Default window: the audio plus 0.5 s ([`FITTED_WINDOW`]). Measured by `hark bench asr` (15
 /// recordings: 12 real from pocketsphinx-testdata, 3 espeak-ng questions; 2 threads): the final
-/// decode at the pause takes p50 about 140 ms against 274 ms with 8 s of margin and ~925 ms with the
-/// full 30 s window, at WER 6.6 % against 7.4 % and 9.9 %. Short margins make tiny.en loop on
-/// short turns (the utterance, then the same words again): the words once are kept, and a
-/// loop that cannot be read that way is decoded again with 8 s of margin, then in full.
+/// decode at the pause takes p50 about 86 ms against 201 ms with 8 s of margin and ~580 ms with
+/// the full 30 s window, at WER 6.6 % against 7.4 % and 9.9 %. Short margins make tiny.en loop
+/// on short turns (the utterance, then the same words again): the decode is ended as soon as
+/// its words come round again, the words once are kept, and a loop that cannot be read that way
+/// is decoded again with 8 s of margin, then in full.
 pub const DEFAULT_WINDOW: EncoderWindow = FITTED_WINDOW;
 
 /// The fitted window measured above: the audio plus 0.5 s.
@@ -107,6 +108,18 @@ pub struct Transcriber {
     config: AsrConfig,
     multilingual: bool,
     abort: Option<AbortCheck>,
+    stats: DecodeStats,
+}
+
+/// What the Whisper decodes behind the last transcript did ([`Transcriber::last_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// whisper.cpp decodes run (a runaway is decoded again with a longer window).
+    pub decodes: usize,
+    /// Text tokens they produced.
+    pub tokens: usize,
+    /// Decodes ended as soon as their words read as a loop or a runaway.
+    pub cut_short: usize,
 }
 
 /// Whisper pads everything to at least this much audio; we pad short turns ourselves with
@@ -138,6 +151,7 @@ impl Transcriber {
             config,
             multilingual,
             abort: None,
+            stats: DecodeStats::default(),
         })
     }
 
@@ -145,6 +159,11 @@ impl Transcriber {
     /// graph nodes): a live listener abandons a partial decode the moment the user falls silent.
     pub fn set_abort(&mut self, check: Option<AbortCheck>) {
         self.abort = check;
+    }
+
+    /// What the decodes behind the last transcript (or partial) did.
+    pub fn last_stats(&self) -> DecodeStats {
+        self.stats
     }
 
     /// Transcribes 16 kHz mono speech with the configured window and threads. Silence and noise
@@ -160,6 +179,16 @@ impl Transcriber {
         window: EncoderWindow,
         threads: usize,
     ) -> Result<Transcript, AsrError> {
+        self.stats = DecodeStats::default();
+        self.transcribe_pieces(samples, window, threads)
+    }
+
+    fn transcribe_pieces(
+        &mut self,
+        samples: &[f32],
+        window: EncoderWindow,
+        threads: usize,
+    ) -> Result<Transcript, AsrError> {
         if is_silent(samples) {
             return Ok(Transcript::default());
         }
@@ -168,7 +197,7 @@ impl Transcriber {
             let mut text = Vec::new();
             let mut no_speech_prob = 0f32;
             for piece in pieces(samples) {
-                let t = self.transcribe_with(&samples[piece], window, threads)?;
+                let t = self.transcribe_pieces(&samples[piece], window, threads)?;
                 no_speech_prob = no_speech_prob.max(t.no_speech_prob);
                 if !t.text.is_empty() {
                     text.push(t.text);
@@ -220,6 +249,7 @@ impl Transcriber {
         samples: &[f32],
         threads: usize,
     ) -> Result<Option<String>, AsrError> {
+        self.stats = DecodeStats::default();
         if is_silent(samples) {
             return Ok(None);
         }
@@ -290,6 +320,17 @@ impl Transcriber {
                 );
             }
         }
+        // Ends the decode the moment its words read as a loop or a runaway: what the rest of
+        // the token budget would add is thrown away anyway (a third of a short turn's decode).
+        // SAFETY: the callback reads token text from the context and writes only the logits
+        // row it is handed; `watch` outlives `full`.
+        let mut watch = RunawayWatch::default();
+        unsafe {
+            params.set_filter_logits_callback(Some(runaway_trampoline));
+            params.set_filter_logits_callback_user_data(
+                &mut watch as *mut RunawayWatch as *mut std::ffi::c_void,
+            );
+        }
         self.state.full(params, audio).map_err(|e| match &abort {
             Some(check) if check() => AsrError::Aborted,
             _ => AsrError::Decode(e.to_string()),
@@ -309,6 +350,9 @@ impl Transcriber {
                 .map_err(|e| AsrError::Decode(e.to_string()))?;
             text.push_str(&piece);
         }
+        self.stats.decodes += 1;
+        self.stats.tokens += tokens;
+        self.stats.cut_short += usize::from(watch.stopped);
         let mut text = strip_annotations(&text);
         // Whisper's stock phrases on near-silence; a person who really says them is heard clearly.
         if no_speech_prob > INVENTED_MIN_NO_SPEECH && is_invented(&text) {
@@ -329,6 +373,76 @@ unsafe extern "C" fn abort_trampoline(data: *mut std::ffi::c_void) -> bool {
     // SAFETY: `data` is the `&AbortCheck` that `Transcriber::decode` set, alive for the decode.
     let check = unsafe { &*(data as *const AbortCheck) };
     check()
+}
+
+/// What [`runaway_trampoline`] keeps between the tokens of one decode.
+#[derive(Default)]
+struct RunawayWatch {
+    /// The decode's text so far (every token before the newest).
+    text: Vec<u8>,
+    /// Tokens already in `text`.
+    tokens: usize,
+    /// The decode was ended here.
+    stopped: bool,
+}
+
+/// whisper.cpp's logits filter, called before each token is chosen with the tokens chosen so
+/// far: once the completed words read as a loop ([`looped`]) or a runaway ([`repeats_itself`]),
+/// only the end of text may follow. Only words followed by a new one count as complete, so a
+/// word being spelled ("go f…" of "go fast") never reads as a repeat ("go forward").
+unsafe extern "C" fn runaway_trampoline(
+    ctx: *mut whisper_rs::whisper_rs_sys::whisper_context,
+    _state: *mut whisper_rs::whisper_rs_sys::whisper_state,
+    tokens: *const whisper_rs::whisper_rs_sys::whisper_token_data,
+    n_tokens: std::os::raw::c_int,
+    logits: *mut f32,
+    data: *mut std::ffi::c_void,
+) {
+    use whisper_rs::whisper_rs_sys as sys;
+    // SAFETY: `data` is the `RunawayWatch` `Transcriber::decode` set, alive and used by this
+    // decode only; `tokens` holds `n_tokens` entries and `logits` one per vocabulary entry, as
+    // whisper.cpp documents; the context is only read.
+    let watch = unsafe { &mut *(data as *mut RunawayWatch) };
+    let n = n_tokens.max(0) as usize;
+    if n == 0 || tokens.is_null() || logits.is_null() {
+        return;
+    }
+    let tokens = unsafe { std::slice::from_raw_parts(tokens, n) };
+    let eot = unsafe { sys::whisper_token_eot(ctx) };
+    let piece = |id: sys::whisper_token| -> &[u8] {
+        if id >= eot {
+            return &[];
+        }
+        let s = unsafe { sys::whisper_token_to_str(ctx, id) };
+        if s.is_null() {
+            &[]
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(s) }.to_bytes()
+        }
+    };
+    if n < watch.tokens {
+        // A new decode on the same watch (whisper.cpp's fallback): start over.
+        *watch = RunawayWatch::default();
+    }
+    let newest = piece(tokens[n - 1].id);
+    for t in &tokens[watch.tokens..n - 1] {
+        watch.text.extend_from_slice(piece(t.id));
+    }
+    watch.tokens = n - 1;
+    // Judge only when the newest token starts a word: the words before it are complete.
+    if !watch.stopped && newest.first() == Some(&b' ') {
+        let text = String::from_utf8_lossy(&watch.text);
+        watch.stopped = looped(&text).is_some() || repeats_itself(&text);
+    }
+    if watch.stopped {
+        let n_vocab = unsafe { sys::whisper_n_vocab(ctx) }.max(0) as usize;
+        let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id != eot as usize {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 /// `samples`, padded with silence to Whisper's shortest useful length so very short words are

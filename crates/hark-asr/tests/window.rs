@@ -58,6 +58,29 @@ fn a_short_window_that_loops_keeps_the_words_once() {
     assert_eq!(text, "Go forward 10 meters.");
 }
 
+#[test]
+fn a_decode_that_starts_to_loop_is_ended_there() {
+    // With half a second of margin tiny.en says this recording's sentence and then starts it
+    // again (measured: to the end of a 34-token budget). The decode ends once the words have
+    // come round a second time, well inside the budget, with the sentence once.
+    let audio = speech();
+    let mut asr = transcriber(hark_asr::FITTED_WINDOW);
+    let text = asr.transcribe(&audio).unwrap().text;
+    assert_eq!(text, "Go forward 10 meters.");
+    let stats = asr.last_stats();
+    assert_eq!((stats.decodes, stats.cut_short), (1, 1), "{stats:?}");
+    assert!(stats.tokens <= 16, "{stats:?}");
+}
+
+#[test]
+fn a_decode_that_does_not_loop_is_not_cut() {
+    let audio = speech();
+    let mut asr = transcriber(EncoderWindow::Full);
+    assert_eq!(asr.transcribe(&audio).unwrap().text, "Go forward 10 meters.");
+    let stats = asr.last_stats();
+    assert_eq!((stats.decodes, stats.cut_short), (1, 0), "{stats:?}");
+}
+
 fn testdata() -> PathBuf {
     std::env::var_os("HARK_MODELS")
         .map(PathBuf::from)
