@@ -363,6 +363,15 @@ impl Listener {
             let decoded =
                 asr.transcribe_with(audio.range(audio_start, now), cfg.window, cfg.final_threads);
             let spent = t.elapsed().as_secs_f64() * 1000.0;
+            let stats = asr.last_stats();
+            tracing::debug!(
+                spent_ms = spent,
+                audio_ms = ms(now - audio_start),
+                decodes = stats.decodes,
+                tokens = stats.tokens,
+                cut_short = stats.cut_short,
+                "decoded at a pause"
+            );
             o.decode_ms += spent;
             self.free_ms = clock.finished(now_ms, spent);
             match decoded {
