@@ -76,7 +76,10 @@ fn a_decode_that_starts_to_loop_is_ended_there() {
 fn a_decode_that_does_not_loop_is_not_cut() {
     let audio = speech();
     let mut asr = transcriber(EncoderWindow::Full);
-    assert_eq!(asr.transcribe(&audio).unwrap().text, "Go forward 10 meters.");
+    assert_eq!(
+        asr.transcribe(&audio).unwrap().text,
+        "Go forward 10 meters."
+    );
     let stats = asr.last_stats();
     assert_eq!((stats.decodes, stats.cut_short), (1, 0), "{stats:?}");
 }

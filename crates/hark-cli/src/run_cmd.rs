@@ -69,7 +69,8 @@ pub struct ConversationArgs {
     /// A reply stops after this many sentences (0: no limit).
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_reply_sentences: usize,
-    /// Silence that ends a turn while its transcript does not tell how finished it is, ms.
+    /// Silence that ends a turn while its transcript does not tell how finished it is, ms (each
+    /// of these silences is counted from where the speech ends in the signal).
     #[arg(long, default_value_t = 500.0, value_name = "MS")]
     end_silence_ms: f64,
     /// Silence that ends a turn whose transcript reads as a finished sentence, ms.

@@ -27,7 +27,9 @@ use hark_core::ASR_SAMPLE_RATE;
 /// How the listener decides turns and runs recognition.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenConfig {
-    /// End-of-turn silence after a transcript that reads as a finished sentence, ms.
+    /// End-of-turn silence after a transcript that reads as a finished sentence, ms. Every
+    /// end-of-turn silence is counted from where the speech ends in the signal (not from where
+    /// the voice activity detector hears the silence begin, a window or three later).
     pub finished_end_silence_ms: f64,
     /// End-of-turn silence after a transcript that stops mid-sentence, ms.
     pub unfinished_end_silence_ms: f64,
@@ -144,6 +146,9 @@ struct Open {
     start: usize,
     last_speech: usize,
     silent: usize,
+    /// Where the speech really ended, found when the silence after it began (positions in the
+    /// input): the end-of-turn silence is counted from here.
+    speech_end: Option<usize>,
     next_hop: usize,
     agreement: LocalAgreement,
     partials: Vec<Partial>,
@@ -304,6 +309,7 @@ impl Listener {
                     start: i * WINDOW,
                     last_speech: i,
                     silent: 0,
+                    speech_end: None,
                     next_hop: i * WINDOW + cfg.stream.min_samples,
                     agreement: LocalAgreement::default(),
                     partials: Vec::new(),
@@ -326,6 +332,7 @@ impl Listener {
             }
             o.last_speech = i;
             o.silent = 0;
+            o.speech_end = None;
             if cfg.partials && now >= o.next_hop && self.free_ms <= now_ms {
                 let t = Instant::now();
                 let text = match asr
@@ -353,9 +360,15 @@ impl Listener {
             return Ok(());
         }
         o.silent += 1;
+        let vad_end = ((o.last_speech + 1) * WINDOW).min(audio.end());
+        // The detector hears silence a window or three after the voice stops (Silero's
+        // probability falls slowly): the silence that ends the turn is counted from the end
+        // of the speech in the signal, the same point V2V is measured from.
+        let speech_end = *o
+            .speech_end
+            .get_or_insert_with(|| speech_end(self.floor_db, audio, o.start, vad_end, now));
         // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
-        let long_enough =
-            ((o.last_speech + 1) * WINDOW).min(audio.end()) - o.start >= self.min_speech;
+        let long_enough = vad_end - o.start >= self.min_speech;
         if o.silent == 1 && long_enough {
             // Silence begins: abandon whatever is decoding and decode the utterance as it is.
             o.partials.retain(|p| p.ready_ms <= now_ms);
@@ -405,7 +418,7 @@ impl Listener {
             _ if !long_enough => c.end_silence_ms,
             _ => cfg.unfinished_end_silence_ms.max(c.end_silence_ms),
         };
-        if ms(o.silent * WINDOW) < required_ms {
+        if ms(now.saturating_sub(speech_end)) < required_ms {
             return Ok(());
         }
         if let Some(t) = self.close(now, audio) {
@@ -424,7 +437,9 @@ impl Listener {
         let turn = Turn {
             audio_start,
             speech_start: o.start,
-            speech_end: self.speech_end(audio, o.start, vad_end, now),
+            speech_end: o
+                .speech_end
+                .unwrap_or_else(|| speech_end(self.floor_db, audio, o.start, vad_end, now)),
             decided_at: now,
         };
         Some(HeardTurn {
@@ -438,18 +453,6 @@ impl Listener {
             dropped_finals: o.dropped_finals,
             turn,
         })
-    }
-
-    /// Where the speech of a turn (`start..vad_end`, decided at `now`) really ended: the last
-    /// frame clearly above the noise floor of the last half minute (as local as the noise, and
-    /// as cheap an hour into a conversation as at its start).
-    fn speech_end(&self, audio: Audio<'_>, start: usize, vad_end: usize, now: usize) -> usize {
-        let floor_db = self.floor_db.unwrap_or_else(|| {
-            noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now))
-        });
-        let start = start.max(audio.start);
-        let region = audio.range(start, vad_end);
-        start + precise_speech_end(region, 0, region.len(), floor_db)
     }
 
     /// The input has ended after `audio`: a turn in silence ends there; speech running to the
@@ -491,7 +494,7 @@ impl Listener {
         let turn = Turn {
             audio_start,
             speech_start: o.start,
-            speech_end: self.speech_end(audio, o.start, vad_end, end),
+            speech_end: speech_end(self.floor_db, audio, o.start, vad_end, end),
             decided_at: end,
         };
         heard.push(Heard::Turn(HeardTurn {
@@ -507,6 +510,23 @@ impl Listener {
         }));
         Ok(())
     }
+}
+
+/// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
+/// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
+/// noise, and as cheap an hour into a conversation as at its start).
+fn speech_end(
+    floor_db: Option<f32>,
+    audio: Audio<'_>,
+    start: usize,
+    vad_end: usize,
+    now: usize,
+) -> usize {
+    let floor_db = floor_db
+        .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)));
+    let start = start.max(audio.start);
+    let region = audio.range(start, vad_end);
+    start + precise_speech_end(region, 0, region.len(), floor_db)
 }
 
 /// Turns and transcripts of `samples` (16 kHz mono), given the VAD's speech probability for

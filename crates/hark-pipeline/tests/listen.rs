@@ -5,7 +5,7 @@ use hark_asr::{AsrConfig, Transcriber};
 use hark_audio::{resample, SileroVad, TurnConfig, TurnDetector};
 use hark_core::wer::wer;
 use hark_core::ASR_SAMPLE_RATE;
-use hark_pipeline::listen::{listen, HeardTurn, ListenConfig};
+use hark_pipeline::listen::{completion, listen, Completion, HeardTurn, ListenConfig};
 
 use hark_core::testing::models_dir as models;
 
@@ -84,6 +84,43 @@ fn the_final_transcript_is_ready_when_the_turn_ends() {
         t.asr_final_ms <= t.final_spent_ms,
         "what is left at the turn end is at most the decode itself: {t:?}"
     );
+}
+
+#[test]
+fn the_silence_that_ends_a_turn_is_counted_from_the_end_of_speech() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    // The bundled espeak-ng question ends in digital silence, which Silero hears begin about
+    // 100 ms after the last word (measured).
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let question = hark_audio::read_wav(&assets.join("question-capital.wav"))
+        .unwrap()
+        .audio;
+    let audio = [
+        silence(300),
+        resample(&question, ASR_SAMPLE_RATE).unwrap().samples,
+        silence(1500),
+    ]
+    .concat();
+    let cfg = ListenConfig::default();
+    let turns = ears.listen(&audio, &cfg);
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let t = &turns[0];
+    assert_eq!(
+        completion(&t.transcript.text),
+        Completion::Finished,
+        "{t:?}"
+    );
+    // The turn ends at the first window at least the finished-sentence silence after the
+    // speech's end at which the transcript is known: not that silence after Silero's onset.
+    let end = t.turn.speech_end_ms();
+    let due = (end + cfg.finished_end_silence_ms).max(t.final_started_ms + t.final_spent_ms);
+    let window_ms = hark_audio::vad::WINDOW as f64 / 16.0;
+    assert!(
+        t.turn.decided_ms() >= end + cfg.finished_end_silence_ms,
+        "{t:?}"
+    );
+    assert!(t.turn.decided_ms() < due + window_ms, "{t:?}");
 }
 
 #[test]
