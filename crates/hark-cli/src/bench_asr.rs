@@ -150,6 +150,9 @@ struct Row {
     stream_final_ms: f64,
     /// The streaming final decode's own compute time (longest turn), ms.
     stream_decode_ms: f64,
+    /// Final transcripts whose decode was ended at a loop, and those decoded more than once.
+    cut_short: usize,
+    decoded_again: usize,
     endpoint_ms: f64,
     /// Turns the streaming listener heard in this one-turn recording (more: it cut in a pause).
     turns: usize,
@@ -267,6 +270,8 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
                 .join(" "),
             stream_final_ms: heard.iter().map(|h| h.asr_final_ms).fold(0.0, f64::max),
             stream_decode_ms: heard.iter().map(|h| h.final_spent_ms).fold(0.0, f64::max),
+            cut_short: heard.iter().filter(|h| h.final_stats.cut_short > 0).count(),
+            decoded_again: heard.iter().filter(|h| h.final_stats.decodes > 1).count(),
             endpoint_ms: heard.iter().map(|h| h.endpoint_ms).fold(0.0, f64::max),
             turns: heard.len(),
             partials: heard.iter().map(|h| h.partials.len()).sum(),
@@ -317,6 +322,9 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     let stream_decode: Vec<f64> = rows.iter().map(|r| r.stream_decode_ms).collect();
     let endpoint: Vec<f64> = rows.iter().map(|r| r.endpoint_ms).collect();
     let rtf: Vec<f64> = rows.iter().map(|r| r.partial_rtf).collect();
+    let finals: usize = rows.iter().map(|r| r.turns).sum();
+    let cut_short: usize = rows.iter().map(|r| r.cut_short).sum();
+    let decoded_again: usize = rows.iter().map(|r| r.decoded_again).sum();
     if args.json {
         let out = json!({
             "threads": args.threads,
@@ -326,6 +334,7 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
                 "whole": {"text": r.whole_text, "final_ms": r.whole_final_ms},
                 "streaming": {"text": r.stream_text, "final_ms": r.stream_final_ms,
                               "final_decode_ms": r.stream_decode_ms,
+                              "final_cut_short": r.cut_short, "final_decoded_again": r.decoded_again,
                               "endpoint_ms": r.endpoint_ms, "turns": r.turns, "partials": r.partials,
                               "partial_rtf": r.partial_rtf},
             })).collect::<Vec<_>>(),
@@ -334,6 +343,9 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
             "final_ms_p50": {"whole": median(whole_final.clone()), "streaming": median(stream_final.clone())},
             "final_ms_p90": {"whole": percentile(whole_final, 0.9), "streaming": percentile(stream_final, 0.9)},
             "final_decode_ms_p50": median(stream_decode.clone()),
+            "final_transcripts": finals,
+            "final_cut_short": cut_short,
+            "final_decoded_again": decoded_again,
             "endpoint_ms_p50": median(endpoint),
             "partial_rtf_p50": median(rtf),
             "silero_window_share": silero_share,
@@ -379,6 +391,10 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
         percentile(stream_decode, 0.9),
         median(whole_final.clone()),
         percentile(whole_final.clone(), 0.9),
+    )?;
+    writeln!(
+        out,
+        "final decodes ended at a loop: {cut_short} of {finals}; decoded again with a longer window: {decoded_again}"
     )?;
     writeln!(
         out,

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use hark_asr::{EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
+use hark_asr::{DecodeStats, EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
 use hark_audio::turns::{noise_floor_db, precise_speech_end};
 use hark_audio::vad::WINDOW;
 use hark_audio::{Turn, TurnConfig};
@@ -86,6 +86,8 @@ pub struct HeardTurn {
     /// ms: a pipeline whose machine was still busy then can place it later.
     pub final_started_ms: f64,
     pub final_spent_ms: f64,
+    /// What the final transcript's Whisper decodes did (a loop cut short, a second decode).
+    pub final_stats: DecodeStats,
     /// Transcripts decoded at a pause that were ready before the user spoke again: a preemptive
     /// reply started on each would have been thrown away.
     pub dropped_finals: usize,
@@ -137,6 +139,7 @@ pub fn completion(text: &str) -> Completion {
 /// A decode on the sample clock: its result and when it is ready.
 struct Candidate {
     transcript: Transcript,
+    stats: DecodeStats,
     started_ms: f64,
     ready_ms: f64,
 }
@@ -395,6 +398,7 @@ impl Listener {
                     heard.push(Heard::Paused(transcript.clone()));
                     o.candidate = Some(Candidate {
                         transcript,
+                        stats,
                         started_ms: now_ms,
                         ready_ms: self.free_ms,
                     })
@@ -447,6 +451,7 @@ impl Listener {
             asr_final_ms: (cand.ready_ms - ms(now)).max(0.0),
             final_started_ms: cand.started_ms,
             final_spent_ms: cand.ready_ms - cand.started_ms,
+            final_stats: cand.stats,
             transcript: cand.transcript,
             partials: o.partials,
             decode_ms: o.decode_ms,
@@ -505,6 +510,7 @@ impl Listener {
             decode_ms: o.decode_ms + spent,
             final_started_ms: ready_ms - spent,
             final_spent_ms: spent,
+            final_stats: asr.last_stats(),
             dropped_finals: o.dropped_finals,
             turn,
         }));
