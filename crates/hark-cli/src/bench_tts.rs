@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use hark_models::{ids, ModelStore};
 use hark_tts::text::Chunker;
-use hark_tts::{Cancel, TtsError, Voice};
+use hark_tts::{Cancel, DecoderChoice, TtsError, Voice};
 use serde_json::json;
 
 use crate::bench_cmd::{call_peer, median, peer_python};
@@ -32,6 +32,10 @@ pub struct TtsBenchArgs {
     /// Measure Hark only.
     #[arg(long)]
     no_peer: bool,
+    /// Run the voice's decoder (HiFi-GAN) on ONNX Runtime, as Hark did before its own kernels,
+    /// to compare the two.
+    #[arg(long)]
+    onnx_decoder: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -124,13 +128,23 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
         store.require(ids::PIPER_JOE_CONFIG)?,
         store.require(ids::ESPEAK_DATA)?,
     );
-    let mut voice = Voice::load(&model, &config, &espeak, args.threads)?;
+    let choice = if args.onnx_decoder {
+        DecoderChoice::OnnxRuntime
+    } else {
+        DecoderChoice::Ours
+    };
+    let mut voice = Voice::load_with(&model, &config, &espeak, args.threads, choice)?;
     eprintln!(
-        "hark bench tts: joe-medium, {} threads, {} short and {} long replies, median of {}",
+        "hark bench tts: joe-medium, {} threads, {} short and {} long replies, median of {}; decoder on {}",
         args.threads,
         SHORT.len(),
         LONG.len(),
-        args.runs
+        args.runs,
+        if voice.decodes_with_own_kernels() {
+            "Hark's kernels"
+        } else {
+            "ONNX Runtime"
+        }
     );
     voice.synthesize("Hello.")?; // warm-up
     let texts: Vec<&str> = SHORT.iter().chain(LONG.iter()).copied().collect();
@@ -245,6 +259,7 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
             "runs": args.runs,
             "texts": texts,
             "hark": {
+                "decoder": if voice.decodes_with_own_kernels() { "hark" } else { "onnxruntime" },
                 "ttfa_ms_short_p50": figures[0].1, "ttfa_ms_long_p50": figures[1].1,
                 "rtf": our_rtf, "all_texts_ms": our_per_pass, "cancel_ms_p50": median(cancels.clone()),
                 "cached_phrase_ms_p50": median(cached.clone()),

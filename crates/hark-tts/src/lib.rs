@@ -8,6 +8,8 @@ pub mod normalize;
 pub mod text;
 mod vits;
 
+pub use vits::DecoderChoice;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,6 +209,23 @@ impl Voice {
         espeak_data: &Path,
         threads: usize,
     ) -> Result<Self, TtsError> {
+        Self::load_with(
+            model,
+            config,
+            espeak_data,
+            threads,
+            DecoderChoice::default(),
+        )
+    }
+
+    /// [`Voice::load`], choosing who runs the decoder.
+    pub fn load_with(
+        model: &Path,
+        config: &Path,
+        espeak_data: &Path,
+        threads: usize,
+        decoder: DecoderChoice,
+    ) -> Result<Self, TtsError> {
         hark_core::onnx::ensure_ready()?;
         for p in [model, config] {
             if !p.is_file() {
@@ -244,7 +263,8 @@ impl Voice {
                 .map_err(ort::Error::<()>::from)?
                 .commit_from_memory(bytes)
         };
-        let model = vits::Model::load(&bytes, session).map_err(load_err)?;
+        let model =
+            vits::Model::load(&bytes, threads.max(1), decoder, session).map_err(load_err)?;
         let espeak_parent = espeak_data.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(Voice {
             model,
@@ -311,6 +331,12 @@ impl Voice {
         self.model.is_staged()
     }
 
+    /// Whether the voice's decoder (HiFi-GAN) runs on Hark's own kernels rather than ONNX
+    /// Runtime (it does where the graph is Piper's generator and the CPU has AVX-512).
+    pub fn decodes_with_own_kernels(&self) -> bool {
+        self.model.decodes_with_own_kernels()
+    }
+
     /// One sentence through the model, stoppable by `cancel`, its silence trimmed, handed to
     /// `out` as it is decoded (with `first_piece`, a short first piece ahead of the rest).
     fn run(
@@ -330,6 +356,7 @@ impl Voice {
             scales: [inf.noise_scale, inf.length_scale, inf.noise_w],
             speaker: (self.config.num_speakers > 1).then_some(0),
             run: &cancel.run,
+            stop: &cancel.flag,
             first_piece,
         };
         let mut trim = Trim::new(self.sample_rate());

@@ -8,10 +8,13 @@
 //! context is recomputed for each piece, so only the first sentence of a reply is cut: the
 //! first piece is short, the rest of the sentence is one piece.
 
+mod hifigan;
+mod kernels;
 mod proto;
 mod split;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::Tensor;
@@ -71,9 +74,26 @@ impl Owned {
 pub(crate) struct Stages {
     front: Session,
     flow: Session,
-    decoder: Session,
+    decoder: Decoder,
     flow_inputs: Vec<String>,
     decoder_inputs: Vec<String>,
+}
+
+/// Who runs the decoder (HiFi-GAN, most of the time a sentence takes).
+pub(crate) enum Decoder {
+    /// Our own kernels ([`hifigan`]), where the graph is Piper's generator and the CPU has
+    /// AVX-512; checked against ONNX Runtime when the voice loads.
+    Ours(Box<hifigan::HifiGan>),
+    Onnx(Session),
+}
+
+/// Which decoder a voice should use: ours where it can run (the default), or ONNX Runtime's
+/// always (to compare the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecoderChoice {
+    #[default]
+    Ours,
+    OnnxRuntime,
 }
 
 /// The model a voice runs.
@@ -89,24 +109,44 @@ pub(crate) struct Request<'a> {
     pub scales: [f32; 3],
     pub speaker: Option<i64>,
     pub run: &'a RunOptions,
+    /// Set when the synthesis is cancelled (our decoder checks it; ONNX Runtime's `run`).
+    pub stop: &'a AtomicBool,
     /// Decode a short first piece ahead of the rest of the sentence.
     pub first_piece: bool,
 }
 
 impl Model {
-    /// Loads `model_bytes` in stages when the graph can be cut, whole otherwise.
+    /// Loads `model_bytes` in stages when the graph can be cut, whole otherwise; the decoder on
+    /// our own kernels when `choice` allows and they agree with ONNX Runtime's.
     pub fn load(
         model_bytes: &[u8],
+        threads: usize,
+        choice: DecoderChoice,
         session: impl Fn(&[u8]) -> Result<Session, ort::Error>,
     ) -> Result<Model, ort::Error> {
         match split::split(model_bytes) {
-            Ok(parts) => Ok(Model::Staged(Box::new(Stages {
-                front: session(&parts.front)?,
-                flow: session(&parts.flow)?,
-                decoder: session(&parts.decoder)?,
-                flow_inputs: parts.flow_inputs,
-                decoder_inputs: parts.decoder_inputs,
-            }))),
+            Ok(parts) => {
+                let mut onnx = session(&parts.decoder)?;
+                let decoder = match choice {
+                    DecoderChoice::OnnxRuntime => Decoder::Onnx(onnx),
+                    DecoderChoice::Ours => {
+                        match ours(&parts.decoder, threads, &mut onnx, &parts.decoder_inputs) {
+                            Ok(ours) => Decoder::Ours(Box::new(ours)),
+                            Err(why) => {
+                                tracing::info!("the voice's decoder runs on ONNX Runtime: {why}");
+                                Decoder::Onnx(onnx)
+                            }
+                        }
+                    }
+                };
+                Ok(Model::Staged(Box::new(Stages {
+                    front: session(&parts.front)?,
+                    flow: session(&parts.flow)?,
+                    decoder,
+                    flow_inputs: parts.flow_inputs,
+                    decoder_inputs: parts.decoder_inputs,
+                })))
+            }
             Err(why) => {
                 tracing::warn!("voice runs whole, without streaming its sentences: {why}");
                 Ok(Model::Whole(session(model_bytes)?))
@@ -116,6 +156,11 @@ impl Model {
 
     pub fn is_staged(&self) -> bool {
         matches!(self, Model::Staged(_))
+    }
+
+    /// Whether the decoder runs on our own kernels.
+    pub fn decodes_with_own_kernels(&self) -> bool {
+        matches!(self, Model::Staged(s) if matches!(s.decoder, Decoder::Ours(_)))
     }
 
     /// Runs one sentence, handing its audio to `out` in order: the whole sentence at once, or
@@ -144,11 +189,12 @@ impl Model {
                     return Ok(());
                 }
                 let cut = FIRST_PIECE_FRAMES;
+                let stop = (req.run, req.stop);
                 if req.first_piece && frames >= 2 * cut + DECODER_CONTEXT {
-                    out(&stages.decode(&front, frames, 0, cut, req.run)?, false);
-                    out(&stages.decode(&front, frames, cut, frames, req.run)?, true);
+                    out(&stages.decode(&front, frames, 0, cut, stop)?, false);
+                    out(&stages.decode(&front, frames, cut, frames, stop)?, true);
                 } else {
-                    out(&stages.decode(&front, frames, 0, frames, req.run)?, true);
+                    out(&stages.decode(&front, frames, 0, frames, stop)?, true);
                 }
                 Ok(())
             }
@@ -158,6 +204,58 @@ impl Model {
 
 fn synthesis(e: ort::Error) -> TtsError {
     TtsError::Synthesis(e.to_string())
+}
+
+/// Our decoder for the decoder part, if it reads this graph and, on a test latent, says what
+/// ONNX Runtime says (to 1e-3 of full scale: rounding alone stays under 1e-5).
+fn ours(
+    part: &[u8],
+    threads: usize,
+    onnx: &mut Session,
+    inputs: &[String],
+) -> Result<hifigan::HifiGan, String> {
+    let mut ours = hifigan::HifiGan::from_onnx(part, threads)?;
+    let [input] = inputs else {
+        return Err(format!("the decoder reads {} tensors", inputs.len()));
+    };
+    let (channels, frames) = (ours.in_channels(), 24);
+    // A latent of a speech-like scale, the same on every load.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let z: Vec<f32> = (0..channels * frames)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+        })
+        .collect();
+    let value =
+        Tensor::from_array(([1usize, channels, frames], z.clone())).map_err(|e| e.to_string())?;
+    let outputs = onnx
+        .run(vec![(input.clone(), SessionInputValue::from(value))])
+        .map_err(|e| e.to_string())?;
+    let (_, expected) = outputs[0]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    let got = ours
+        .decode(&z, frames, &AtomicBool::new(false))
+        .ok_or("stopped")?;
+    if got.len() != expected.len() {
+        return Err(format!(
+            "{} samples where ONNX Runtime makes {}",
+            got.len(),
+            expected.len()
+        ));
+    }
+    let worst = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if worst >= 1e-3 || !got.iter().all(|x| x.is_finite()) {
+        return Err(format!("differs from ONNX Runtime by {worst}"));
+    }
+    Ok(ours)
 }
 
 type Inputs = Vec<(String, SessionInputValue<'static>)>;
@@ -216,7 +314,7 @@ impl Stages {
         frames: usize,
         lo: usize,
         hi: usize,
-        run: &RunOptions,
+        (run, stop): (&RunOptions, &AtomicBool),
     ) -> Result<Vec<f32>, TtsError> {
         let err = synthesis;
         // The decoder needs latent frames around the piece; the flow, frames around those.
@@ -265,19 +363,40 @@ impl Stages {
             }
             flowed
         };
-        let inputs = self
-            .decoder_inputs
-            .iter()
-            .map(|name| {
-                let t = match flowed.get(name) {
-                    Some(t) => t.clone(),
-                    None => window(find(name)?, z_lo, z_hi),
-                };
-                Ok((name.clone(), t.value().map_err(err)?))
+        let latent = |name: &String| -> Result<Owned, TtsError> {
+            Ok(match flowed.get(name) {
+                Some(t) => t.clone(),
+                None => window(find(name)?, z_lo, z_hi),
             })
-            .collect::<Result<Vec<_>, TtsError>>()?;
-        let outputs = self.decoder.run_with_options(inputs, run).map_err(err)?;
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        };
+        let onnx_audio;
+        let our_audio;
+        let audio: &[f32] = match &mut self.decoder {
+            Decoder::Ours(ours) => {
+                // One input, checked when the voice loaded.
+                let z = latent(&self.decoder_inputs[0])?;
+                let frames = z.frames();
+                if z.data.len() != ours.in_channels() * frames {
+                    return Err(TtsError::Synthesis(format!(
+                        "the decoder's latent has shape {:?}",
+                        z.shape
+                    )));
+                }
+                our_audio = ours
+                    .decode(&z.data, frames, stop)
+                    .ok_or(TtsError::Cancelled)?;
+                &our_audio
+            }
+            Decoder::Onnx(session) => {
+                let inputs = self
+                    .decoder_inputs
+                    .iter()
+                    .map(|name| Ok((name.clone(), latent(name)?.value().map_err(err)?)))
+                    .collect::<Result<Vec<_>, TtsError>>()?;
+                onnx_audio = session.run_with_options(inputs, run).map_err(err)?;
+                onnx_audio[0].try_extract_tensor::<f32>().map_err(err)?.1
+            }
+        };
         let hop = audio.len() / (z_hi - z_lo);
         if hop * (z_hi - z_lo) != audio.len() {
             return Err(TtsError::Synthesis(format!(
@@ -308,7 +427,9 @@ mod tests {
 
     #[test]
     fn a_sentence_decoded_in_pieces_equals_it_decoded_whole() {
-        let Model::Staged(mut stages) = Model::load(&joe(), session).unwrap() else {
+        let Model::Staged(mut stages) =
+            Model::load(&joe(), 2, DecoderChoice::Ours, session).unwrap()
+        else {
             panic!("the joe voice must split into stages");
         };
         let run = RunOptions::new().unwrap();
@@ -323,16 +444,23 @@ mod tests {
             scales: [0.667, 1.0, 0.8],
             speaker: None,
             run: &run,
+            stop: &AtomicBool::new(false),
             first_piece: true,
         };
         let front = stages.front(request_inputs(&req).unwrap(), &run).unwrap();
         let frames = front.values().map(Owned::frames).max().unwrap();
         assert!(frames > 100, "{frames} frames");
-        let whole = stages.decode(&front, frames, 0, frames, &run).unwrap();
+        let whole = stages
+            .decode(&front, frames, 0, frames, (&run, &AtomicBool::new(false)))
+            .unwrap();
         for cuts in [vec![0, 16, frames], vec![0, 16, 40, 41, frames]] {
             let mut pieces = Vec::new();
             for w in cuts.windows(2) {
-                pieces.extend(stages.decode(&front, frames, w[0], w[1], &run).unwrap());
+                pieces.extend(
+                    stages
+                        .decode(&front, frames, w[0], w[1], (&run, &AtomicBool::new(false)))
+                        .unwrap(),
+                );
             }
             assert_eq!(pieces.len(), whole.len());
             let worst = pieces
@@ -367,5 +495,112 @@ mod tests {
             .expect("Silero VAD is not a VITS voice");
         assert!(!why.is_empty());
         assert!(split::split(&[0x0a, 0xff]).is_err(), "garbage is an error");
+    }
+
+    /// Phoneme ids of a sentence's length (about two seconds of speech).
+    fn sentence_ids() -> Vec<i64> {
+        let mut ids = vec![1i64, 0];
+        for i in 0..60 {
+            ids.extend([3 + (i * 7) % 40, 0]);
+        }
+        ids.push(2);
+        ids
+    }
+
+    #[test]
+    fn our_decoder_says_what_onnx_runtime_says() {
+        let joe = joe();
+        let load = |choice| match Model::load(&joe, 2, choice, session).unwrap() {
+            Model::Staged(s) => s,
+            Model::Whole(_) => panic!("the joe voice must split into stages"),
+        };
+        let (mut ours, mut onnx) = (load(DecoderChoice::Ours), load(DecoderChoice::OnnxRuntime));
+        if !kernels::supported() {
+            eprintln!("skipped: this CPU has no AVX-512, so the decoder runs on ONNX Runtime");
+            assert!(matches!(ours.decoder, Decoder::Onnx(_)));
+            return;
+        }
+        assert!(matches!(ours.decoder, Decoder::Ours(_)));
+        assert!(matches!(onnx.decoder, Decoder::Onnx(_)));
+        let run = RunOptions::new().unwrap();
+        let no = AtomicBool::new(false);
+        let req = Request {
+            ids: sentence_ids(),
+            scales: [0.667, 1.0, 0.8],
+            speaker: None,
+            run: &run,
+            stop: &no,
+            first_piece: false,
+        };
+        // The same latent through both decoders (the front samples noise: run it once).
+        let front = ours.front(request_inputs(&req).unwrap(), &run).unwrap();
+        let frames = front.values().map(Owned::frames).max().unwrap();
+        for (lo, hi) in [
+            (0, frames),
+            (0, FIRST_PIECE_FRAMES),
+            (frames / 3, frames / 3 + 1),
+        ] {
+            let a = ours.decode(&front, frames, lo, hi, (&run, &no)).unwrap();
+            let b = onnx.decode(&front, frames, lo, hi, (&run, &no)).unwrap();
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a.len(), (hi - lo) * 256);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            let loudest = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            if hi - lo == frames {
+                assert!(loudest > 0.05, "speech, not silence: peak {loudest}");
+            }
+            assert!(worst < 1e-4, "frames {lo}..{hi} differ by {worst}");
+        }
+    }
+
+    #[test]
+    fn our_decoder_stops_when_told() {
+        if !kernels::supported() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let parts = split::split(&joe()).unwrap();
+        let mut ours = hifigan::HifiGan::from_onnx(&parts.decoder, 2).unwrap();
+        let frames = 2000; // about 23 s of audio: several hundred milliseconds of work
+        let z = vec![0.1f32; ours.in_channels() * frames];
+        assert!(ours.decode(&z, frames, &AtomicBool::new(true)).is_none());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let remote = stop.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            remote.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::time::Instant::now()
+        });
+        let got = ours.decode(&z, frames, &stop);
+        let returned = std::time::Instant::now();
+        let told = stopper.join().unwrap();
+        assert!(got.is_none(), "a 23 s decode finished within 30 ms?");
+        // Generous for a shared machine; `hark bench tts` measures a barge-in.
+        let late = returned.saturating_duration_since(told);
+        assert!(
+            late < std::time::Duration::from_millis(50),
+            "stopped {late:?} late"
+        );
+        // And it still decodes afterwards.
+        assert_eq!(
+            ours.decode(&z[..ours.in_channels() * 20], 20, &AtomicBool::new(false))
+                .map(|a| a.len()),
+            Some(20 * 256)
+        );
+    }
+
+    #[test]
+    fn a_graph_that_is_not_piper_hifigan_stays_on_onnx_runtime() {
+        let m = hark_core::testing::init_onnx();
+        let vad = std::fs::read(m.join("silero-vad/silero_vad.onnx")).unwrap();
+        assert!(hifigan::HifiGan::from_onnx(&vad, 2).is_err());
+        assert!(hifigan::HifiGan::from_onnx(&[0x0a, 0xff], 2).is_err());
+        // The whole voice is not the decoder part either (its /dec/ input is computed inside).
+        let parts = split::split(&joe()).unwrap();
+        assert!(hifigan::HifiGan::from_onnx(&parts.flow, 2).is_err());
     }
 }

@@ -14,7 +14,7 @@ pub struct Field<'a> {
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 pub const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+pub const FIXED32: u8 = 5;
 
 fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
     let mut value = 0u64;
@@ -27,6 +27,29 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
         }
     }
     Err("varint longer than 10 bytes".into())
+}
+
+/// The value of a varint field (its body as [`fields`] gives it).
+pub fn varint_value(body: &[u8]) -> Result<u64, String> {
+    varint(body, &mut 0)
+}
+
+/// The values of a repeated varint field numbered `number`, packed or not.
+pub fn varints(fields: &[Field<'_>], number: u32) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for f in fields.iter().filter(|f| f.number == number) {
+        match f.wire {
+            VARINT => out.push(varint_value(f.body)?),
+            LEN => {
+                let mut pos = 0;
+                while pos < f.body.len() {
+                    out.push(varint(f.body, &mut pos)?);
+                }
+            }
+            w => return Err(format!("field {number} has wire type {w}, not a varint")),
+        }
+    }
+    Ok(out)
 }
 
 /// The fields of one message, in file order.
