@@ -30,11 +30,17 @@ impl Ptr {
     pub fn null() -> Self {
         Ptr(std::ptr::null_mut())
     }
+
+    /// `count` floats further on (or back).
+    pub fn at(self, count: isize) -> Ptr {
+        Ptr(self.0.wrapping_offset(count))
+    }
 }
 
 /// What happens to a tile's sums `acc` (bias included) before they are stored, per element:
 /// `v = acc + residual + sum`; `raw = v`; `act = leaky_relu(v, slope)`. Null pointers are
-/// skipped. All rows are `stride` floats apart; element (o, t) is at `o * stride + t`.
+/// skipped. Element (o, t) is at `o * in_stride + t` of `residual` and `sum`, at
+/// `o * out_stride + t` of `raw` and `act`.
 #[derive(Clone, Copy)]
 pub struct Epilogue {
     pub residual: Ptr,
@@ -42,7 +48,23 @@ pub struct Epilogue {
     pub raw: Ptr,
     pub act: Ptr,
     pub slope: f32,
-    pub stride: usize,
+    pub in_stride: usize,
+    pub out_stride: usize,
+}
+
+impl Epilogue {
+    /// A plain convolution's: its sums into `raw` and their LeakyReLU into `act`.
+    pub fn new(raw: Ptr, act: Ptr, slope: f32, stride: usize) -> Self {
+        Epilogue {
+            residual: Ptr::null(),
+            sum: Ptr::null(),
+            raw,
+            act,
+            slope,
+            in_stride: stride,
+            out_stride: stride,
+        }
+    }
 }
 
 /// One convolution's geometry. The input row `i` of output sample `t` and tap `k` is read at
@@ -192,15 +214,18 @@ unsafe fn tile(g: &Geometry, e: &Epilogue, t0: usize, block: usize) {
     let slope = _mm512_set1_ps(e.slope);
     let zero = _mm512_setzero_ps();
     for (o, sum) in sums.iter().enumerate() {
-        let at = (block * OUT_BLOCK + o) * e.stride + t0;
+        let row = block * OUT_BLOCK + o;
         for j in 0..3 {
-            let at = at + j * 16;
+            let (at_in, at) = (
+                row * e.in_stride + t0 + j * 16,
+                row * e.out_stride + t0 + j * 16,
+            );
             let mut v = _mm512_loadu_ps(sum.as_ptr().add(j * 16));
             if !e.residual.0.is_null() {
-                v = _mm512_add_ps(v, _mm512_loadu_ps(e.residual.0.add(at)));
+                v = _mm512_add_ps(v, _mm512_loadu_ps(e.residual.0.add(at_in)));
             }
             if !e.sum.0.is_null() {
-                v = _mm512_add_ps(v, _mm512_loadu_ps(e.sum.0.add(at)));
+                v = _mm512_add_ps(v, _mm512_loadu_ps(e.sum.0.add(at_in)));
             }
             if !e.raw.0.is_null() {
                 _mm512_storeu_ps(e.raw.0.add(at), v);
