@@ -29,191 +29,24 @@
 //! conditioning) stays on ONNX Runtime, and the caller checks our output against ONNX Runtime's
 //! once when the voice loads.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use super::kernels::{self, Epilogue, Geometry, Ptr, OUT_BLOCK, TIME_BLOCK};
-use super::proto::{fields, string, strings, varint_value, varints, Field, FIXED32, LEN};
+use super::kernels::{self, Epilogue, Ptr, TIME_BLOCK};
+use super::layers::{conv, conv_range, pad, Buf, Conv, Graph, Pool, Rows, MARGIN};
 
-// ONNX field numbers (onnx.proto).
-const MODEL_GRAPH: u32 = 7;
-const GRAPH_NODE: u32 = 1;
-const GRAPH_INITIALIZER: u32 = 5;
-const NODE_INPUT: u32 = 1;
-const NODE_NAME: u32 = 3;
-const NODE_OP_TYPE: u32 = 4;
-const NODE_ATTRIBUTE: u32 = 5;
-const ATTRIBUTE_NAME: u32 = 1;
-const ATTRIBUTE_FLOAT: u32 = 2;
-const ATTRIBUTE_INT: u32 = 3;
-const ATTRIBUTE_INTS: u32 = 8;
-const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
-const TENSOR_FLOAT_DATA: u32 = 4;
-const TENSOR_NAME: u32 = 8;
-const TENSOR_RAW_DATA: u32 = 9;
-const TENSOR_DATA_LOCATION: u32 = 14;
-const FLOAT: u64 = 1;
-
-/// Zeroed floats kept on each side of every row, so that a convolution reads its padding in
-/// place, and room for a block's last tile to run past its end: enough for a kernel of 7 at
-/// dilation 12 (36) after a tile's 47; checked when the voice loads.
-const MARGIN: usize = 128;
-
-/// A node of the decoder graph: what the generator needs of it.
-struct Node<'a> {
-    op_type: &'a str,
-    inputs: Vec<&'a str>,
-    attributes: HashMap<&'a str, Field<'a>>,
+/// A transposed convolution of stride `stride` as `stride` convolutions, one per output phase.
+struct Upsample {
+    stride: usize,
+    phases: Vec<Conv>,
 }
 
-impl Node<'_> {
-    fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
-        let Some(a) = self.attributes.get(name) else {
-            return Ok(Vec::new());
-        };
-        let f = fields(a.body)?;
-        let mut v: Vec<i64> = varints(&f, ATTRIBUTE_INTS)?
-            .into_iter()
-            .map(|x| x as i64)
-            .collect();
-        if v.is_empty() {
-            if let Some(i) = f.iter().find(|f| f.number == ATTRIBUTE_INT) {
-                v.push(varint_value(i.body)? as i64);
-            }
-        }
-        Ok(v)
-    }
-
-    fn float(&self, name: &str) -> Result<Option<f32>, String> {
-        let Some(a) = self.attributes.get(name) else {
-            return Ok(None);
-        };
-        let f = fields(a.body)?;
-        Ok(f.iter()
-            .find(|f| f.number == ATTRIBUTE_FLOAT && f.wire == FIXED32)
-            .and_then(|f| f.body.try_into().ok())
-            .map(f32::from_le_bytes))
-    }
-
-    /// A 1-D attribute's single value (`[v]`, or `[v, v]` for symmetric pads), `default` when
-    /// absent.
-    fn one(&self, name: &str, default: i64) -> Result<usize, String> {
-        let v = self.ints(name)?;
-        let x = match v.as_slice() {
-            [] => default,
-            [x] => *x,
-            [a, b] if a == b => *a,
-            other => return Err(format!("{name} = {other:?} is not a symmetric 1-D value")),
-        };
-        usize::try_from(x).map_err(|_| format!("{name} = {x} is negative"))
-    }
+struct Stage {
+    up: Upsample,
+    /// `[resblock][conv]`.
+    blocks: Vec<Vec<Conv>>,
 }
 
-/// The decoder graph's nodes by name and its stored weights.
-struct Graph<'a> {
-    nodes: HashMap<&'a str, Node<'a>>,
-    weights: HashMap<&'a str, &'a [u8]>,
-}
-
-impl<'a> Graph<'a> {
-    fn read(model: &'a [u8]) -> Result<Self, String> {
-        let top = fields(model)?;
-        let graph = top
-            .iter()
-            .find(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-            .ok_or("the model has no graph")?;
-        let g = fields(graph.body)?;
-        let mut nodes = HashMap::new();
-        for f in g.iter().filter(|f| f.number == GRAPH_NODE && f.wire == LEN) {
-            let n = fields(f.body)?;
-            let mut attributes = HashMap::new();
-            for a in n.iter().filter(|a| a.number == NODE_ATTRIBUTE) {
-                attributes.insert(string(&fields(a.body)?, ATTRIBUTE_NAME)?, *a);
-            }
-            nodes.insert(
-                string(&n, NODE_NAME)?,
-                Node {
-                    op_type: string(&n, NODE_OP_TYPE)?,
-                    inputs: strings(&n, NODE_INPUT)?,
-                    attributes,
-                },
-            );
-        }
-        let mut weights = HashMap::new();
-        for f in g
-            .iter()
-            .filter(|f| f.number == GRAPH_INITIALIZER && f.wire == LEN)
-        {
-            weights.insert(string(&fields(f.body)?, TENSOR_NAME)?, f.body);
-        }
-        Ok(Graph { nodes, weights })
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.nodes.contains_key(name)
-    }
-
-    fn node(&self, name: &str, op: &str) -> Result<&Node<'a>, String> {
-        let n = self
-            .nodes
-            .get(name)
-            .ok_or_else(|| format!("no node {name}"))?;
-        if n.op_type != op {
-            return Err(format!("{name} is {}, not {op}", n.op_type));
-        }
-        Ok(n)
-    }
-
-    /// The stored weight a node reads as its input `i`, if it has one.
-    fn weight(&self, n: &Node<'_>, i: usize) -> Result<Option<Tensor>, String> {
-        match n.inputs.get(i).filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(t) => {
-                let body = self
-                    .weights
-                    .get(t)
-                    .ok_or_else(|| format!("{t} is not a stored weight"))?;
-                tensor(body).map(Some)
-            }
-        }
-    }
-
-    fn slope(&self, name: &str) -> Result<f32, String> {
-        Ok(self
-            .node(name, "LeakyRelu")?
-            .float("alpha")?
-            .unwrap_or(0.01))
-    }
-
-    /// A "same" convolution (output as long as its input), its weights scaled by `scale`.
-    fn conv(&self, name: &str, scale: f32) -> Result<Conv, String> {
-        let n = self.node(name, "Conv")?;
-        if n.one("group", 1)? != 1 || n.one("strides", 1)? != 1 {
-            return Err(format!("{name} is grouped or strided"));
-        }
-        let w = self
-            .weight(n, 1)?
-            .ok_or_else(|| format!("{name} has no weights"))?;
-        let bias = self.weight(n, 2)?;
-        let [outs, ins, taps] = w.dims[..] else {
-            return Err(format!("{name}: weights {:?} are not 1-D", w.dims));
-        };
-        let dilation = n.one("dilations", 1)?;
-        let pad = n.one("pads", 0)?;
-        if taps == 0 || 2 * pad != (taps - 1) * dilation {
-            return Err(format!("{name} does not keep its input's length"));
-        }
-        Ok(Conv::new(
-            &w.data,
-            bias.as_ref().map(|b| b.data.as_slice()),
-            (outs, ins, taps),
-            dilation,
-            -(pad as isize),
-            scale,
-        ))
-    }
-
+impl Graph<'_> {
     /// A transposed convolution as one convolution per output phase, its weights scaled by
     /// `scale`.
     fn upsample(&self, name: &str, scale: f32) -> Result<Upsample, String> {
@@ -270,115 +103,6 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// A float tensor: its dims and values.
-struct Tensor {
-    dims: Vec<usize>,
-    data: Vec<f32>,
-}
-
-fn tensor(body: &[u8]) -> Result<Tensor, String> {
-    let f = fields(body)?;
-    let name = string(&f, TENSOR_NAME)?;
-    let data_type = f
-        .iter()
-        .find(|f| f.number == TENSOR_DATA_TYPE)
-        .map(|f| varint_value(f.body))
-        .transpose()?
-        .unwrap_or(0);
-    if data_type != FLOAT {
-        return Err(format!("{name} is not float32 (type {data_type})"));
-    }
-    if f.iter().any(|f| f.number == TENSOR_DATA_LOCATION) {
-        return Err(format!("{name} is stored outside the model"));
-    }
-    let dims = varints(&f, TENSOR_DIMS)?
-        .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| format!("{name}: dim {d} too large")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut data = Vec::new();
-    if let Some(raw) = f.iter().find(|f| f.number == TENSOR_RAW_DATA) {
-        data.extend(
-            raw.body
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    }
-    for v in f.iter().filter(|f| f.number == TENSOR_FLOAT_DATA) {
-        // Packed (one LEN field) or one fixed32 per value.
-        let bytes = if v.wire == LEN || v.wire == FIXED32 {
-            v.body
-        } else {
-            return Err(format!("{name}: float_data has wire type {}", v.wire));
-        };
-        data.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    }
-    if data.len() != dims.iter().product::<usize>() {
-        return Err(format!("{name}: {} values for dims {dims:?}", data.len()));
-    }
-    Ok(Tensor { dims, data })
-}
-
-/// A convolution ready for the kernel.
-struct Conv {
-    ins: usize,
-    outs: usize,
-    taps: usize,
-    dilation: usize,
-    /// Where tap 0 of output sample 0 reads, relative to input sample 0.
-    offset: isize,
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-impl Conv {
-    /// `weights[o][i][k]`, scaled by `scale`.
-    fn new(
-        w: &[f32],
-        bias: Option<&[f32]>,
-        (outs, ins, taps): (usize, usize, usize),
-        dilation: usize,
-        offset: isize,
-        scale: f32,
-    ) -> Conv {
-        let scaled: Vec<f32> = w.iter().map(|x| x * scale).collect();
-        let mut b = vec![0.0; outs.div_ceil(OUT_BLOCK) * OUT_BLOCK];
-        if let Some(bias) = bias {
-            b[..outs].copy_from_slice(bias);
-        }
-        Conv {
-            ins,
-            outs,
-            taps,
-            dilation,
-            offset,
-            weights: kernels::pack(&scaled, outs, ins, taps),
-            bias: b,
-        }
-    }
-
-    /// Reach into the input's margins: how far before sample 0 and after the last sample.
-    fn reach(&self) -> (isize, isize) {
-        let span = ((self.taps - 1) * self.dilation) as isize;
-        (-self.offset, self.offset + span)
-    }
-}
-
-/// A transposed convolution of stride `stride` as `stride` convolutions, one per output phase.
-struct Upsample {
-    stride: usize,
-    phases: Vec<Conv>,
-}
-
-struct Stage {
-    up: Upsample,
-    /// `[resblock][conv]`.
-    blocks: Vec<Vec<Conv>>,
-}
-
 /// Piper's HiFi-GAN generator with its weights, and the buffers a decode reuses.
 pub struct HifiGan {
     net: Net,
@@ -394,68 +118,6 @@ struct Net {
     up_slope: f32,
     block_slope: f32,
     post_slope: f32,
-}
-
-/// Rows of floats with zeroed margins.
-#[derive(Default)]
-struct Buf {
-    data: Vec<f32>,
-    rows: usize,
-    len: usize,
-    stride: usize,
-}
-
-impl Buf {
-    /// Makes room for `rows` rows of `len` samples (rounded up to whole tiles), zeroing margins
-    /// and the tail after `len`. The samples themselves are left for the next write.
-    fn shape(&mut self, rows: usize, len: usize) {
-        let padded = len.div_ceil(TIME_BLOCK).max(1) * TIME_BLOCK;
-        self.rows = rows;
-        self.len = len;
-        self.stride = MARGIN + padded + MARGIN;
-        self.data.resize(rows * self.stride, 0.0);
-        for r in 0..rows {
-            let row = &mut self.data[r * self.stride..(r + 1) * self.stride];
-            row[..MARGIN].fill(0.0);
-            row[MARGIN + len..].fill(0.0);
-        }
-    }
-
-    fn tiles(&self) -> usize {
-        (self.stride - 2 * MARGIN) / TIME_BLOCK
-    }
-
-    /// Sample 0 of row 0.
-    fn origin(&mut self) -> Ptr {
-        Ptr(self.data[MARGIN..].as_mut_ptr())
-    }
-
-    /// Zeroes what a convolution wrote past `len` (its last tile runs over).
-    fn clear_tail(&mut self) {
-        let (len, stride) = (self.len, self.stride);
-        for r in 0..self.rows {
-            self.data[r * stride + MARGIN + len..(r + 1) * stride - MARGIN].fill(0.0);
-        }
-    }
-
-    /// Zeroes each row's samples before `inside.0` and from `inside.1` on.
-    fn zero_outside(&mut self, inside: (usize, usize)) {
-        let (len, stride) = (self.len, self.stride);
-        let (lo, hi) = (inside.0.min(len), inside.1.min(len));
-        for r in 0..self.rows {
-            let row = &mut self.data[r * stride + MARGIN..r * stride + MARGIN + len];
-            row[..lo].fill(0.0);
-            row[hi.max(lo)..].fill(0.0);
-        }
-    }
-
-    fn row(&self, r: usize) -> &[f32] {
-        &self.data[r * self.stride + MARGIN..r * self.stride + MARGIN + self.len]
-    }
-
-    fn row_mut(&mut self, r: usize) -> &mut [f32] {
-        &mut self.data[r * self.stride + MARGIN..r * self.stride + MARGIN + self.len]
-    }
 }
 
 /// What a decode keeps between calls: the stages' inputs (whole rows) and each thread's scratch.
@@ -837,104 +499,12 @@ impl Net {
     }
 }
 
-/// How far a "same" convolution reads to each side.
-fn pad(c: &Conv) -> usize {
-    (-c.offset) as usize
-}
-
 /// Samples per block of a stage with `channels` channels: its scratch (seven buffers of
 /// `channels` rows) then fits in a core's 1 MB second-level cache, at 32 channels, while the
 /// blocks' overlap (up to 45 samples each side) stays a small part of the work.
 fn block_len(channels: usize) -> usize {
     let samples = (24 * 1024 / channels.max(1)).clamp(384, 768);
     samples / TIME_BLOCK * TIME_BLOCK
-}
-
-/// Where a whole-signal buffer's rows start, for the threads that share it.
-#[derive(Clone, Copy)]
-struct Rows {
-    origin: Ptr,
-    stride: usize,
-}
-
-impl Rows {
-    fn of(buf: &mut Buf) -> Rows {
-        Rows {
-            origin: buf.origin(),
-            stride: buf.stride,
-        }
-    }
-
-    fn at(&self, sample: isize) -> Ptr {
-        self.origin.at(sample)
-    }
-}
-
-/// The decoder's threads, and the flag that stops a decode.
-struct Pool<'a> {
-    threads: &'a rayon::ThreadPool,
-    stop: &'a AtomicBool,
-}
-
-impl Pool<'_> {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-}
-
-/// Tiles a thread computes between looks at the stop flag (a few hundred microseconds).
-const TILES_BETWEEN_CHECKS: usize = 64;
-
-/// Runs `c` over the `tiles` tiles of `input`, split across the pool's threads; returns early,
-/// leaving the output unfinished, once the stop flag is set.
-fn conv(pool: &Pool, c: &Conv, input: &mut Buf, tiles: usize, e: Epilogue) {
-    if pool.stopped() {
-        return;
-    }
-    let g = geometry(c, input.origin(), input.stride);
-    let parts = pool.threads.current_num_threads().min(tiles).max(1);
-    let per = tiles.div_ceil(parts);
-    pool.threads.scope(|scope| {
-        for p in 0..parts {
-            let (g, e) = (&g, &e);
-            scope.spawn(move |_| {
-                let end = ((p + 1) * per).min(tiles);
-                let mut at = p * per;
-                while at < end && !pool.stopped() {
-                    let next = (at + TILES_BETWEEN_CHECKS).min(end);
-                    // SAFETY: the CPU has AVX-512 (checked in `from_onnx`); the buffers'
-                    // margins cover every read (checked against `MARGIN` in `from_onnx`),
-                    // every buffer was shaped for these tiles, and the threads write disjoint
-                    // tiles.
-                    unsafe { kernels::conv_tiles(g, e, at..next) }
-                    at = next;
-                }
-            });
-        }
-    });
-}
-
-fn geometry(c: &Conv, input: Ptr, in_stride: usize) -> Geometry {
-    Geometry {
-        input,
-        in_stride,
-        in_channels: c.ins,
-        taps: c.taps,
-        dilation: c.dilation,
-        offset: c.offset,
-        weights: Ptr(c.weights.as_ptr().cast_mut()),
-        bias: Ptr(c.bias.as_ptr().cast_mut()),
-        out_channels: c.outs,
-    }
-}
-
-/// `n` output samples of `c` on this thread, from `input` (sample 0 of its row 0) into the
-/// epilogue's rows; the last tile runs up to 47 samples past `n`.
-fn conv_range(c: &Conv, input: Ptr, in_stride: usize, n: usize, e: Epilogue) {
-    let g = geometry(c, input, in_stride);
-    // SAFETY: as in `conv`; the block's buffers were shaped with room for the last tile's run
-    // past the span, and no other thread touches this thread's scratch or this span's output.
-    unsafe { kernels::conv_tiles(&g, &e, 0..n.div_ceil(TIME_BLOCK)) }
 }
 
 /// `up[o][q * s + r] = phases[r * channels + o][q]`, and its LeakyReLU into `act`.

@@ -10,6 +10,7 @@
 
 mod hifigan;
 mod kernels;
+mod layers;
 mod proto;
 mod split;
 
