@@ -114,7 +114,8 @@ pub fn pack(weights: &[f32], outs: usize, ins: usize, taps: usize) -> Vec<f32> {
     packed
 }
 
-/// Computes tiles `tiles` (of `TIME_BLOCK` samples each, for every output block).
+/// Computes tiles `tiles` (of `TIME_BLOCK` samples each) of output blocks `blocks` (of
+/// `OUT_BLOCK` channels each; a one-channel convolution has only the one).
 ///
 /// # Safety
 /// The CPU must have AVX-512F ([`supported`]). Every address the geometry and epilogue name
@@ -123,13 +124,18 @@ pub fn pack(weights: &[f32], outs: usize, ins: usize, taps: usize) -> Vec<f32> {
 /// samples. No other thread may write what this call reads or writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn conv_tiles(g: &Geometry, e: &Epilogue, tiles: std::ops::Range<usize>) {
+pub unsafe fn conv_tiles(
+    g: &Geometry,
+    e: &Epilogue,
+    tiles: std::ops::Range<usize>,
+    blocks: std::ops::Range<usize>,
+) {
     for tile in tiles {
         if g.out_channels == 1 {
             single(g, e, tile * TIME_BLOCK);
             continue;
         }
-        for block in 0..g.out_channels.div_ceil(OUT_BLOCK) {
+        for block in blocks.clone() {
             self::tile(g, e, tile * TIME_BLOCK, block);
         }
     }
@@ -244,6 +250,11 @@ unsafe fn tile(g: &Geometry, e: &Epilogue, t0: usize, block: usize) {
 /// # Safety
 /// Never called: [`supported`] is false on this architecture.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn conv_tiles(_: &Geometry, _: &Epilogue, _: std::ops::Range<usize>) {
+pub unsafe fn conv_tiles(
+    _: &Geometry,
+    _: &Epilogue,
+    _: std::ops::Range<usize>,
+    _: std::ops::Range<usize>,
+) {
     unreachable!("the AVX-512 convolution is only built for x86_64")
 }

@@ -1,6 +1,6 @@
-//! What our own VITS stages share: reading layers out of a voice's ONNX graph, convolutions
-//! ready for the kernel ([`super::kernels`]), rows of floats with zeroed margins, and running a
-//! convolution across the decoder's threads.
+//! The pieces of our own decoder that are not HiFi-GAN's own: reading layers out of a voice's
+//! ONNX graph, convolutions ready for the kernel ([`super::kernels`]), rows of floats with
+//! zeroed margins, and running a convolution across the decoder's threads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -394,21 +394,35 @@ pub(super) fn conv(pool: &Pool, c: &Conv, input: &mut Buf, tiles: usize, e: Epil
         return;
     }
     let g = geometry(c, input.origin(), input.stride);
-    let parts = pool.threads.current_num_threads().min(tiles).max(1);
-    let per = tiles.div_ceil(parts);
+    let blocks = c.outs.div_ceil(OUT_BLOCK);
+    let threads = pool.threads.current_num_threads();
+    // Split the samples across the threads; a signal too short for that (conv_pre on a
+    // sentence's first piece is one tile) is split by output channels instead.
+    let by_time = tiles >= 2 * threads || blocks < threads;
+    let (units, parts) = if by_time {
+        (tiles, threads.min(tiles).max(1))
+    } else {
+        (blocks, threads)
+    };
+    let per = units.div_ceil(parts);
     pool.threads.scope(|scope| {
         for p in 0..parts {
             let (g, e) = (&g, &e);
             scope.spawn(move |_| {
-                let end = ((p + 1) * per).min(tiles);
+                let end = ((p + 1) * per).min(units);
                 let mut at = p * per;
                 while at < end && !pool.stopped() {
                     let next = (at + TILES_BETWEEN_CHECKS).min(end);
-                    // SAFETY: the CPU has AVX-512 (checked in `from_onnx`); the buffers'
-                    // margins cover every read (checked against `MARGIN` in `from_onnx`),
-                    // every buffer was shaped for these tiles, and the threads write disjoint
-                    // tiles.
-                    unsafe { kernels::conv_tiles(g, e, at..next) }
+                    let (t, b) = if by_time {
+                        (at..next, 0..blocks)
+                    } else {
+                        (0..tiles, at..next)
+                    };
+                    // SAFETY: the CPU has AVX-512 (checked when the layers were read); the
+                    // buffers' margins cover every read (checked against `MARGIN` then), every
+                    // buffer was shaped for these tiles, and the threads write disjoint tiles or
+                    // disjoint channels.
+                    unsafe { kernels::conv_tiles(g, e, t, b) }
                     at = next;
                 }
             });
@@ -436,5 +450,6 @@ pub(super) fn conv_range(c: &Conv, input: Ptr, in_stride: usize, n: usize, e: Ep
     let g = geometry(c, input, in_stride);
     // SAFETY: as in `conv`; the block's buffers were shaped with room for the last tile's run
     // past the span, and no other thread touches this thread's scratch or this span's output.
-    unsafe { kernels::conv_tiles(&g, &e, 0..n.div_ceil(TIME_BLOCK)) }
+    let blocks = 0..c.outs.div_ceil(OUT_BLOCK);
+    unsafe { kernels::conv_tiles(&g, &e, 0..n.div_ceil(TIME_BLOCK), blocks) }
 }
