@@ -43,7 +43,7 @@ struct Upsample {
 struct Stage {
     up: Upsample,
     /// `[resblock][conv]`.
-    blocks: Vec<Vec<Conv>>,
+    resblocks: Vec<Vec<Conv>>,
 }
 
 impl Graph<'_> {
@@ -188,7 +188,10 @@ impl HifiGan {
                 }
                 blocks.push(convs);
             }
-            stages.push(Stage { up, blocks });
+            stages.push(Stage {
+                up,
+                resblocks: blocks,
+            });
         }
         let pre = graph.conv("/dec/conv_pre/Conv", 1.0)?;
         let post = graph.conv("/dec/conv_post/Conv", mean)?;
@@ -204,7 +207,7 @@ impl HifiGan {
                 }
             }
             channels = s.up.phases[0].outs;
-            for c in s.blocks.iter().flatten() {
+            for c in s.resblocks.iter().flatten() {
                 if c.ins != channels || c.outs != channels {
                     return Err(format!(
                         "a resblock convolution maps {} → {} channels in a stage of {channels}",
@@ -223,7 +226,7 @@ impl HifiGan {
             .chain(
                 stages
                     .iter()
-                    .flat_map(|s| s.up.phases.iter().chain(s.blocks.iter().flatten())),
+                    .flat_map(|s| s.up.phases.iter().chain(s.resblocks.iter().flatten())),
             )
             .chain(std::iter::once(&post));
         for c in convs {
@@ -363,7 +366,7 @@ impl Net {
         let extra = if last { pad(&self.post) } else { 0 };
         let reach = extra
             + stage
-                .blocks
+                .resblocks
                 .iter()
                 .map(|b| b.iter().map(pad).sum::<usize>())
                 .max()
@@ -404,12 +407,12 @@ impl Net {
         sc.up_act.zero_outside(inside);
 
         let stride = sc.up.stride;
-        let blocks = stage.blocks.len();
-        for (j, convs) in stage.blocks.iter().enumerate() {
+        let resblocks = stage.resblocks.len();
+        for (j, convs) in stage.resblocks.iter().enumerate() {
             // The block's running value (raw, activated): the upsampled signal, then `h[k]`.
             let mut cur: Option<usize> = None;
-            let mut need = reach - extra; // what the convolutions still to come read
-            need = need.min(convs.iter().map(pad).sum::<usize>());
+            // What this chain's convolutions still to come read beyond the span.
+            let mut need: usize = convs.iter().map(pad).sum();
             for (m, c) in convs.iter().enumerate() {
                 need -= pad(c);
                 let reach_out = need + extra;
@@ -447,7 +450,7 @@ impl Net {
                 } else {
                     sc.sum.origin().at(lo as isize)
                 };
-                let e = if j + 1 < blocks {
+                let e = if j + 1 < resblocks {
                     Epilogue {
                         residual,
                         sum,
