@@ -316,10 +316,7 @@ impl Net {
             };
             let from = Rows::of(input);
             let to = Rows::of(output);
-            // At least one block per thread (a short piece's first stage is a few hundred samples).
-            let block =
-                block_len(channels).min(out_len.div_ceil(parts).div_ceil(TIME_BLOCK) * TIME_BLOCK);
-            let blocks = out_len.div_ceil(block);
+            let (block, blocks) = spans(out_len, parts);
             let per = blocks.div_ceil(parts);
             pool.threads.scope(|scope| {
                 for (p, scratch) in w.scratch.iter_mut().enumerate() {
@@ -502,13 +499,18 @@ impl Net {
     }
 }
 
-/// Samples per block of a stage with `channels` channels: its scratch (seven buffers of
-/// `channels` rows) then fits in a core's 1 MB second-level cache, at 32 channels, while the
-/// blocks' overlap (up to 45 samples each side) stays a small part of the work.
-fn block_len(channels: usize) -> usize {
-    let samples = (24 * 1024 / channels.max(1)).clamp(384, 768);
-    samples / TIME_BLOCK * TIME_BLOCK
+/// Spans a stage of `len` samples is cut into: as many as the `threads` can share evenly, each
+/// at most about `BLOCK` samples long, in whole tiles. The scratch of a 768-sample span (five
+/// busy buffers of 32 channels) fits in a core's 1 MB second-level cache; the spans' overlap (up
+/// to 45 samples each side) is then a few per cent of the work.
+fn spans(len: usize, threads: usize) -> (usize, usize) {
+    let threads = threads.max(1);
+    let count = len.div_ceil(threads * BLOCK).max(1) * threads;
+    let block = len.div_ceil(count).div_ceil(TIME_BLOCK).max(1) * TIME_BLOCK;
+    (block, len.div_ceil(block))
 }
+
+const BLOCK: usize = 768;
 
 /// `up[o][q * s + r] = phases[r * channels + o][q]`, and its LeakyReLU into `act`.
 fn interleave(phases: &Buf, s: usize, channels: usize, up: &mut Buf, act: &mut Buf, slope: f32) {
@@ -519,6 +521,38 @@ fn interleave(phases: &Buf, s: usize, channels: usize, up: &mut Buf, act: &mut B
             for (q, &v) in src.iter().enumerate().take(u.len() / s) {
                 u[q * s + r] = v;
                 a[q * s + r] = if v < 0.0 { v * slope } else { v };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_cover_a_stage_in_whole_tiles_and_share_evenly() {
+        for len in [1, 47, 48, 224, 1792, 7168, 40_000, 160_000] {
+            for threads in [1, 2, 3] {
+                let (block, count) = spans(len, threads);
+                assert_eq!(block % TIME_BLOCK, 0, "{len} {threads}");
+                assert!(
+                    block * count >= len && (count - 1) * block < len,
+                    "{len} {threads}"
+                );
+                assert!(
+                    block <= BLOCK.max(TIME_BLOCK) + TIME_BLOCK,
+                    "{len} {threads}: {block}"
+                );
+                if len >= threads * TIME_BLOCK * 4 {
+                    // Big enough to share: every thread gets a span, none more than one extra.
+                    assert!(count >= threads, "{len} {threads}: {count} spans");
+                    let per = count.div_ceil(threads);
+                    assert!(
+                        count > (threads - 1) * per || threads == 1,
+                        "{len} {threads}: {count}"
+                    );
+                }
             }
         }
     }
