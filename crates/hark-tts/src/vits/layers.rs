@@ -6,26 +6,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::kernels::{self, Epilogue, Geometry, Ptr, OUT_BLOCK, TIME_BLOCK};
-use super::proto::{fields, string, strings, varint_value, varints, Field, FIXED32, LEN};
+use super::proto::onnx::*;
+use super::proto::{
+    fields, model_graph, string, strings, varint_value, varints, Field, FIXED32, LEN,
+};
 
-// ONNX field numbers (onnx.proto).
-const MODEL_GRAPH: u32 = 7;
-const GRAPH_NODE: u32 = 1;
-const GRAPH_INITIALIZER: u32 = 5;
-const NODE_INPUT: u32 = 1;
-const NODE_NAME: u32 = 3;
-const NODE_OP_TYPE: u32 = 4;
-const NODE_ATTRIBUTE: u32 = 5;
-const ATTRIBUTE_NAME: u32 = 1;
-const ATTRIBUTE_FLOAT: u32 = 2;
-const ATTRIBUTE_INT: u32 = 3;
-const ATTRIBUTE_INTS: u32 = 8;
-const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
-const TENSOR_FLOAT_DATA: u32 = 4;
-const TENSOR_NAME: u32 = 8;
-const TENSOR_RAW_DATA: u32 = 9;
-const TENSOR_DATA_LOCATION: u32 = 14;
 const FLOAT: u64 = 1;
 
 /// Zeroed floats kept on each side of every row, so that a convolution reads its padding in
@@ -91,12 +76,7 @@ pub(super) struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     pub(super) fn read(model: &'a [u8]) -> Result<Self, String> {
-        let top = fields(model)?;
-        let graph = top
-            .iter()
-            .find(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-            .ok_or("the model has no graph")?;
-        let g = fields(graph.body)?;
+        let (_, g) = model_graph(model)?;
         let mut nodes = HashMap::new();
         for f in g.iter().filter(|f| f.number == GRAPH_NODE && f.wire == LEN) {
             let n = fields(f.body)?;

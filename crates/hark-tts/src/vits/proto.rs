@@ -29,6 +29,46 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
     Err("varint longer than 10 bytes".into())
 }
 
+/// ONNX's field numbers (onnx.proto): what the model cutter and our own stages read.
+pub mod onnx {
+    pub const MODEL_GRAPH: u32 = 7;
+    pub const GRAPH_NODE: u32 = 1;
+    pub const GRAPH_NAME: u32 = 2;
+    pub const GRAPH_INITIALIZER: u32 = 5;
+    pub const GRAPH_INPUT: u32 = 11;
+    pub const GRAPH_OUTPUT: u32 = 12;
+    pub const GRAPH_VALUE_INFO: u32 = 13;
+    pub const GRAPH_SPARSE_INITIALIZER: u32 = 15;
+    pub const NODE_INPUT: u32 = 1;
+    pub const NODE_OUTPUT: u32 = 2;
+    pub const NODE_NAME: u32 = 3;
+    pub const NODE_OP_TYPE: u32 = 4;
+    pub const NODE_ATTRIBUTE: u32 = 5;
+    pub const ATTRIBUTE_NAME: u32 = 1;
+    pub const ATTRIBUTE_FLOAT: u32 = 2;
+    pub const ATTRIBUTE_INT: u32 = 3;
+    pub const ATTRIBUTE_INTS: u32 = 8;
+    pub const ATTRIBUTE_TYPE: u32 = 20;
+    pub const TENSOR_DIMS: u32 = 1;
+    pub const TENSOR_DATA_TYPE: u32 = 2;
+    pub const TENSOR_FLOAT_DATA: u32 = 4;
+    pub const TENSOR_NAME: u32 = 8;
+    pub const TENSOR_RAW_DATA: u32 = 9;
+    pub const TENSOR_DATA_LOCATION: u32 = 14;
+    pub const VALUE_INFO_NAME: u32 = 1;
+}
+
+/// A model's top-level fields and its graph's fields.
+pub fn model_graph(model: &[u8]) -> Result<(Vec<Field<'_>>, Vec<Field<'_>>), String> {
+    let top = fields(model)?;
+    let graph = top
+        .iter()
+        .find(|f| f.number == onnx::MODEL_GRAPH && f.wire == LEN)
+        .ok_or("the model has no graph")?;
+    let g = fields(graph.body)?;
+    Ok((top, g))
+}
+
 /// The value of a varint field (its body as [`fields`] gives it).
 pub fn varint_value(body: &[u8]) -> Result<u64, String> {
     varint(body, &mut 0)

@@ -16,7 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::proto::{fields, put_bytes, put_field, put_varint, string, strings, Field, LEN};
+use super::proto::onnx::*;
+use super::proto::{
+    fields, model_graph, put_bytes, put_field, put_varint, string, strings, Field, LEN,
+};
 
 /// The three parts, as ONNX models, and the tensors that pass between them.
 pub struct Parts {
@@ -28,27 +31,8 @@ pub struct Parts {
     pub decoder_inputs: Vec<String>,
 }
 
-// ONNX field numbers (onnx.proto).
-const MODEL_GRAPH: u32 = 7;
-const GRAPH_NODE: u32 = 1;
-const GRAPH_NAME: u32 = 2;
-const GRAPH_INITIALIZER: u32 = 5;
-const GRAPH_INPUT: u32 = 11;
-const GRAPH_OUTPUT: u32 = 12;
-const GRAPH_VALUE_INFO: u32 = 13;
-const GRAPH_SPARSE_INITIALIZER: u32 = 15;
-const NODE_INPUT: u32 = 1;
-const NODE_OUTPUT: u32 = 2;
-const NODE_NAME: u32 = 3;
-const NODE_OP_TYPE: u32 = 4;
-const NODE_ATTRIBUTE: u32 = 5;
-const ATTRIBUTE_NAME: u32 = 1;
-const ATTRIBUTE_FLOAT: u32 = 2;
-const ATTRIBUTE_TYPE: u32 = 20;
 /// Protobuf wire type of a 32-bit fixed field (a float).
 const FIXED32: u32 = 5;
-const TENSOR_NAME: u32 = 8;
-const VALUE_INFO_NAME: u32 = 1;
 
 const FRONT: u8 = 0;
 const FLOW: u8 = 1;
@@ -109,12 +93,7 @@ fn seeded(node: &Node<'_>, index: usize) -> Option<Vec<u8>> {
 
 /// Cuts `model` (a Piper voice's `.onnx` bytes) into front, flow and decoder.
 pub fn split(model: &[u8]) -> Result<Parts, String> {
-    let top = fields(model)?;
-    let graph = top
-        .iter()
-        .find(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-        .ok_or("the model has no graph")?;
-    let g = fields(graph.body)?;
+    let (top, g) = model_graph(model)?;
     if g.iter().any(|f| f.number == GRAPH_SPARSE_INITIALIZER) {
         return Err("sparse initializers are not supported".into());
     }
