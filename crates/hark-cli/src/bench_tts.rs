@@ -174,24 +174,22 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
     };
     let mut peer_passes: Vec<serde_json::Value> = Vec::new();
     let mut peer_failed = python.is_none();
+    // Each pass's compute and audio, to pair it with the peer's pass that follows.
+    let mut our_passes: Vec<(f64, f64)> = Vec::new();
     for _ in 0..args.runs {
+        let (mut pass_ms, mut pass_audio) = (0.0, 0.0);
         for (i, t) in texts.iter().enumerate() {
             let (ttfa, total, audio) = ours(&mut voice, t)?;
             our_ttfa[i].push(ttfa);
-            our_total += total;
-            our_audio += audio;
+            pass_ms += total;
+            pass_audio += audio;
         }
+        our_total += pass_ms;
+        our_audio += pass_audio;
+        our_passes.push((pass_ms, pass_audio));
         if let (Some(py), false) = (&python, peer_failed) {
             match call_peer(py, PIPER_PEER, &request) {
-                Ok(answer) => {
-                    if std::env::var_os("HG_PASS").is_some() {
-                        let t: f64 = (0..texts.len())
-                            .filter_map(|i| answer["texts"][i]["runs"][0]["total_ms"].as_f64())
-                            .sum();
-                        eprintln!("pass: hark {:.0} peer {t:.0}", our_total);
-                    }
-                    peer_passes.push(answer)
-                }
+                Ok(answer) => peer_passes.push(answer),
                 Err(e) => {
                     eprintln!("hark bench tts: piper-tts not measured: {e:#}");
                     peer_failed = true;
@@ -263,6 +261,27 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
         }
         Some(total / 1000.0 / audio)
     });
+    // Pass by pass (each Hark pass against the peer's pass right after it): the ratios' spread
+    // shows how much of a ratio is this machine's drift.
+    let paired: Vec<(f64, f64)> = our_passes
+        .iter()
+        .zip(&peer_passes)
+        .filter_map(|(&(ms, audio), answer)| {
+            let runs = answer["texts"].as_array()?;
+            let field = |key: &str| -> Option<f64> {
+                runs.iter().map(|t| t["runs"][0][key].as_f64()).sum()
+            };
+            let (peer_ms, peer_audio) = (field("total_ms")?, field("audio_s")?);
+            Some((peer_ms / ms, (peer_ms / peer_audio) / (ms / audio)))
+        })
+        .collect();
+    let spread = |values: Vec<f64>| -> Option<(f64, f64, f64)> {
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (!values.is_empty()).then(|| (median(values), min, max))
+    };
+    let paired_compute = spread(paired.iter().map(|p| p.0).collect());
+    let paired_rtf = spread(paired.iter().map(|p| p.1).collect());
     let engine = peer
         .as_ref()
         .and_then(|p| p["engine"].as_str())
@@ -304,6 +323,10 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
                 "ttfa_ms_short_p50": figures[0].2, "ttfa_ms_long_p50": figures[1].2,
                 "rtf": peer_rtf, "all_texts_ms": peer_per_pass, "load_s": p["load_s"], "peak_rss_bytes": p["peak_rss_bytes"],
             });
+            out["paired_by_pass"] = json!({
+                "all_texts_ratio": paired_compute.map(|(m, lo, hi)| json!({"median": m, "min": lo, "max": hi})),
+                "rtf_ratio": paired_rtf.map(|(m, lo, hi)| json!({"median": m, "min": lo, "max": hi})),
+            });
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -321,6 +344,13 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
             None => ("-".into(), "-".into()),
         };
         writeln!(out, "{name:<34} {a:>9.3} {b_s:>11} {r_s:>8}")?;
+    }
+    if let (Some(c), Some(r)) = (paired_compute, paired_rtf) {
+        writeln!(
+            out,
+            "pass by pass: all six texts {:.2}× ({:.2}-{:.2}), real-time factor {:.2}× ({:.2}-{:.2}) (medians, min-max)",
+            c.0, c.1, c.2, r.0, r.1, r.2
+        )?;
     }
     writeln!(
         out,
