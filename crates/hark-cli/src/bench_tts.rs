@@ -149,7 +149,6 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
     voice.synthesize("Hello.")?; // warm-up
     let texts: Vec<&str> = SHORT.iter().chain(LONG.iter()).copied().collect();
     let mut our_ttfa = vec![Vec::new(); texts.len()];
-    let (mut our_total, mut our_audio) = (0f64, 0f64);
     // One pass of Hark, then one of the peer, and again: this machine's speed drifts over
     // seconds (it is shared), and alternating puts both engines under the same drift.
     let request = json!({
@@ -184,8 +183,6 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
             pass_ms += total;
             pass_audio += audio;
         }
-        our_total += pass_ms;
-        our_audio += pass_audio;
         our_passes.push((pass_ms, pass_audio));
         if let (Some(py), false) = (&python, peer_failed) {
             match call_peer(py, PIPER_PEER, &request) {
@@ -241,6 +238,8 @@ pub fn bench_tts(args: TtsBenchArgs, store: &ModelStore) -> Result<()> {
     };
     let short = 0..SHORT.len();
     let long = SHORT.len()..texts.len();
+    let our_total: f64 = our_passes.iter().map(|p| p.0).sum();
+    let our_audio: f64 = our_passes.iter().map(|p| p.1).sum();
     let our_rtf = our_total / 1000.0 / our_audio;
     // Time for the same texts: the fair comparison of compute, since the two engines' audio
     // lengths differ (Hark trims each chunk's leading and trailing silence).

@@ -50,7 +50,7 @@ impl Graph<'_> {
     /// A transposed convolution as one convolution per output phase, its weights scaled by
     /// `scale`.
     fn upsample(&self, name: &str, scale: f32) -> Result<Upsample, String> {
-        let n = self.node(name, "ConvTranspose")?;
+        let (n, w, bias) = self.layer(name, "ConvTranspose", 1)?;
         if n.one("group", 1)? != 1 || n.one("dilations", 1)? != 1 {
             return Err(format!("{name} is grouped or dilated"));
         }
@@ -59,16 +59,13 @@ impl Graph<'_> {
         {
             return Err(format!("{name} sets its output's shape"));
         }
-        let w = self
-            .weight(n, 1)?
-            .ok_or_else(|| format!("{name} has no weights"))?;
-        let bias = self.weight(n, 2)?;
         let [ins, outs, kernel] = w.dims[..] else {
-            return Err(format!("{name}: weights {:?} are not 1-D", w.dims));
+            unreachable!("`layer` checked the weights are 3-D")
         };
         let (stride, pad) = (n.one("strides", 1)?, n.one("pads", 0)?);
         // Output length (L - 1) * s - 2p + K is s * L only when K - 2p = s.
-        if stride == 0 || kernel % stride != 0 || kernel != 2 * pad + stride {
+        let fits = pad.checked_mul(2).and_then(|p| p.checked_add(stride)) == Some(kernel);
+        if stride == 0 || kernel % stride != 0 || !fits {
             return Err(format!(
                 "{name}: kernel {kernel}, stride {stride}, pads {pad}"
             ));
@@ -273,9 +270,8 @@ impl HifiGan {
     /// checked every few hundred microseconds of work).
     pub fn decode(&mut self, z: &[f32], frames: usize, stop: &AtomicBool) -> Option<Vec<f32>> {
         let (net, work, threads) = (&self.net, &mut self.work, &self.pool);
-        // On one of the pool's own threads: each layer's split is then a job the other threads
-        // take from its queue while they still spin, not a wake-up from outside the pool (tens
-        // of microseconds, 60 times a decode).
+        // On one of the pool's own threads: each split (conv_pre, then each stage's spans) is
+        // then a job the other threads take from its queue, not a wake-up from outside the pool.
         threads.install(|| net.decode(work, &Pool { threads, stop }, z, frames))
     }
 }

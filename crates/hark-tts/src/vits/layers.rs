@@ -139,22 +139,47 @@ impl<'a> Graph<'a> {
             .unwrap_or(0.01))
     }
 
-    /// A "same" convolution (output as long as its input), its weights scaled by `scale`.
-    pub(super) fn conv(&self, name: &str, scale: f32) -> Result<Conv, String> {
-        let n = self.node(name, "Conv")?;
-        if n.one("group", 1)? != 1 || n.one("strides", 1)? != 1 {
-            return Err(format!("{name} is grouped or strided"));
-        }
+    /// A 1-D convolution node `name` of type `op`: the node, its weights (3-D) and its bias,
+    /// which must hold one value per output channel (dimension `outs_dim` of the weights).
+    pub(super) fn layer(
+        &self,
+        name: &str,
+        op: &str,
+        outs_dim: usize,
+    ) -> Result<(&Node<'a>, Tensor, Option<Tensor>), String> {
+        let n = self.node(name, op)?;
         let w = self
             .weight(n, 1)?
             .ok_or_else(|| format!("{name} has no weights"))?;
-        let bias = self.weight(n, 2)?;
-        let [outs, ins, taps] = w.dims[..] else {
+        if w.dims.len() != 3 {
             return Err(format!("{name}: weights {:?} are not 1-D", w.dims));
+        }
+        let bias = self.weight(n, 2)?;
+        if let Some(b) = &bias {
+            if b.data.len() != w.dims[outs_dim] {
+                return Err(format!(
+                    "{name}: {} biases for {} outputs",
+                    b.data.len(),
+                    w.dims[outs_dim]
+                ));
+            }
+        }
+        Ok((n, w, bias))
+    }
+
+    /// A "same" convolution (output as long as its input), its weights scaled by `scale`.
+    pub(super) fn conv(&self, name: &str, scale: f32) -> Result<Conv, String> {
+        let (n, w, bias) = self.layer(name, "Conv", 0)?;
+        if n.one("group", 1)? != 1 || n.one("strides", 1)? != 1 {
+            return Err(format!("{name} is grouped or strided"));
+        }
+        let [outs, ins, taps] = w.dims[..] else {
+            unreachable!("`layer` checked the weights are 3-D")
         };
         let dilation = n.one("dilations", 1)?;
         let pad = n.one("pads", 0)?;
-        if taps == 0 || 2 * pad != (taps - 1) * dilation {
+        let span = taps.checked_sub(1).and_then(|t| t.checked_mul(dilation));
+        if span.is_none() || pad.checked_mul(2) != span {
             return Err(format!("{name} does not keep its input's length"));
         }
         Ok(Conv::new(
@@ -432,4 +457,71 @@ pub(super) fn conv_range(c: &Conv, input: Ptr, in_stride: usize, n: usize, e: Ep
     // past the span, and no other thread touches this thread's scratch or this span's output.
     let blocks = 0..c.outs.div_ceil(OUT_BLOCK);
     unsafe { kernels::conv_tiles(&g, &e, 0..n.div_ceil(TIME_BLOCK), blocks) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{put_bytes, put_varint};
+    use super::*;
+
+    /// A float tensor as ONNX stores it.
+    fn tensor_proto(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for &d in dims {
+            put_varint(&mut t, u64::from(TENSOR_DIMS << 3));
+            put_varint(&mut t, d);
+        }
+        put_varint(&mut t, u64::from(TENSOR_DATA_TYPE << 3));
+        put_varint(&mut t, FLOAT);
+        put_bytes(&mut t, TENSOR_NAME, name.as_bytes());
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        put_bytes(&mut t, TENSOR_RAW_DATA, &raw);
+        t
+    }
+
+    /// A model with one Conv node `c` (no attributes: kernel 1), its weights and bias.
+    fn one_conv(weight_dims: &[u64], bias_len: usize) -> Vec<u8> {
+        let n: u64 = weight_dims.iter().product();
+        let mut node = Vec::new();
+        for input in ["x", "w", "b"] {
+            put_bytes(&mut node, NODE_INPUT, input.as_bytes());
+        }
+        put_bytes(&mut node, NODE_NAME, b"c");
+        put_bytes(&mut node, NODE_OP_TYPE, b"Conv");
+        let mut graph = Vec::new();
+        put_bytes(&mut graph, GRAPH_NODE, &node);
+        let weights = tensor_proto("w", weight_dims, &vec![0.5; n as usize]);
+        put_bytes(&mut graph, GRAPH_INITIALIZER, &weights);
+        let bias = tensor_proto("b", &[bias_len as u64], &vec![0.1; bias_len]);
+        put_bytes(&mut graph, GRAPH_INITIALIZER, &bias);
+        let mut model = Vec::new();
+        put_bytes(&mut model, MODEL_GRAPH, &graph);
+        model
+    }
+
+    #[test]
+    fn a_convolution_is_read_with_its_weights_and_bias() {
+        let model = one_conv(&[8, 2, 1], 8);
+        let c = Graph::read(&model).unwrap().conv("c", 1.0).unwrap();
+        assert_eq!(
+            (c.outs, c.ins, c.taps, c.dilation, c.offset),
+            (8, 2, 1, 1, 0)
+        );
+        assert_eq!(&c.bias[..8], &[0.1; 8]);
+    }
+
+    #[test]
+    fn a_bias_of_the_wrong_length_is_an_error_not_a_panic() {
+        for bias_len in [3, 9] {
+            let model = one_conv(&[8, 2, 1], bias_len);
+            let err = Graph::read(&model).unwrap().conv("c", 1.0).err();
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("biases")),
+                "{err:?}"
+            );
+        }
+        // And weights that are not 1-D convolution weights.
+        let model = one_conv(&[8, 2], 8);
+        assert!(Graph::read(&model).unwrap().conv("c", 1.0).is_err());
+    }
 }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::proto::onnx::*;
 use super::proto::{
-    fields, model_graph, put_bytes, put_field, put_varint, string, strings, Field, LEN,
+    fields, model_graph, put_bytes, put_field, put_varint, string, strings, Field, FIXED32, LEN,
 };
 
 /// The three parts, as ONNX models, and the tensors that pass between them.
@@ -30,9 +30,6 @@ pub struct Parts {
     pub flow_inputs: Vec<String>,
     pub decoder_inputs: Vec<String>,
 }
-
-/// Protobuf wire type of a 32-bit fixed field (a float).
-const FIXED32: u32 = 5;
 
 const FRONT: u8 = 0;
 const FLOW: u8 = 1;
@@ -82,7 +79,10 @@ fn seeded(node: &Node<'_>, index: usize) -> Option<Vec<u8>> {
     // AttributeProto { name: "seed", f: index + 1, type: FLOAT }.
     let mut attribute = Vec::new();
     put_bytes(&mut attribute, ATTRIBUTE_NAME, b"seed");
-    put_varint(&mut attribute, u64::from(ATTRIBUTE_FLOAT << 3 | FIXED32));
+    put_varint(
+        &mut attribute,
+        u64::from(ATTRIBUTE_FLOAT << 3 | u32::from(FIXED32)),
+    );
     attribute.extend_from_slice(&((index + 1) as f32).to_le_bytes());
     put_varint(&mut attribute, u64::from(ATTRIBUTE_TYPE << 3));
     put_varint(&mut attribute, 1);
