@@ -25,7 +25,7 @@ fn main() {
             let m = QMatrix::new(ty, rows, cols, data).unwrap();
             let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut acts = Activations::default();
-            acts.quantize(ty.act_type(), &x, 1, cols);
+            acts.quantize(m.act_type(), &x, 1, cols);
             let mut out = vec![0f32; rows];
             let reps = (200_000_000 / bytes).max(3);
             let t = Instant::now();

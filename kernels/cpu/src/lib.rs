@@ -8,7 +8,7 @@
 //!
 //! - [`formats`]: the block layouts, activation quantizers and dequantizers.
 //! - [`QMatrix`] / [`Activations`]: a weight matrix and quantized activations, with [`dot_row`].
-//! - [`packed`]: Q5_0 and Q4_K repacked eight rows at a time, so each instruction serves eight
+//! - [`packed`]: Q4_1, Q5_0 and Q4_K repacked eight rows at a time, so each instruction serves eight
 //!   rows.
 //! - [`vec`]: f32 helpers for attention and norms (dot, axpy, softmax).
 //! - [`ThreadPool`]: a pool whose workers spin briefly between jobs, so the hundreds of small

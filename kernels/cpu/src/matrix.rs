@@ -23,6 +23,8 @@ enum Layout {
     Q5_0x8,
     /// Q4_K likewise, its sub-block scales unpacked to bytes.
     Q4Kx8,
+    /// Q4_1 likewise.
+    Q4_1x8,
 }
 
 impl QMatrix {
@@ -44,13 +46,16 @@ impl QMatrix {
                 got: data.len(),
             });
         }
-        // Q5_0 and Q4_K are repacked eight rows at a time (a third of the instructions per
-        // block); other formats, and matrices whose rows do not group evenly, keep the file's
+        // Q5_0, Q4_1 and Q4_K are repacked eight rows at a time (a third of the instructions
+        // per block); other formats, and matrices whose rows do not group evenly, keep the file's
         // order.
         let nb = cols / ty.block_len();
         let (layout, data) = match ty {
             WeightType::Q5_0 if rows.is_multiple_of(GROUP) => {
                 (Layout::Q5_0x8, packed::pack_q5_0x8(&data, rows, nb))
+            }
+            WeightType::Q4_1 if rows.is_multiple_of(GROUP) => {
+                (Layout::Q4_1x8, packed::pack_q4_1x8(&data, rows, nb))
             }
             WeightType::Q4K if rows.is_multiple_of(GROUP) => {
                 (Layout::Q4Kx8, packed::pack_q4kx8(&data, rows, nb))
@@ -70,7 +75,7 @@ impl QMatrix {
     /// The activation format this matrix multiplies with.
     pub fn act_type(&self) -> ActType {
         match self.layout {
-            Layout::Rows | Layout::Q4Kx8 => self.ty.act_type(),
+            Layout::Rows | Layout::Q4Kx8 | Layout::Q4_1x8 => self.ty.act_type(),
             Layout::Q5_0x8 => ActType::Q8Sum,
         }
     }
@@ -80,7 +85,7 @@ impl QMatrix {
     pub fn row_alignment(&self) -> usize {
         match self.layout {
             Layout::Rows => 1,
-            Layout::Q5_0x8 | Layout::Q4Kx8 => GROUP,
+            Layout::Q5_0x8 | Layout::Q4Kx8 | Layout::Q4_1x8 => GROUP,
         }
     }
 
@@ -123,16 +128,23 @@ impl QMatrix {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match self.layout {
             Layout::Rows => formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]),
-            Layout::Q5_0x8 | Layout::Q4Kx8 => {
+            Layout::Q5_0x8 | Layout::Q4Kx8 | Layout::Q4_1x8 => {
                 let group = self.group(r / GROUP);
                 let len = self.ty.block_len();
                 for (b, o) in out[..self.cols].chunks_exact_mut(len).enumerate() {
-                    if self.layout == Layout::Q5_0x8 {
-                        let blk = packed::q5_0x8_block(group, r % GROUP, b);
-                        formats::dequantize_row(self.ty, &blk, o);
-                    } else {
-                        let blk = packed::q4kx8_block(group, r % GROUP, b);
-                        formats::dequantize_row(self.ty, &blk, o);
+                    match self.layout {
+                        Layout::Q5_0x8 => {
+                            let blk = packed::q5_0x8_block(group, r % GROUP, b);
+                            formats::dequantize_row(self.ty, &blk, o);
+                        }
+                        Layout::Q4_1x8 => {
+                            let blk = packed::q4_1x8_block(group, r % GROUP, b);
+                            formats::dequantize_row(self.ty, &blk, o);
+                        }
+                        _ => {
+                            let blk = packed::q4kx8_block(group, r % GROUP, b);
+                            formats::dequantize_row(self.ty, &blk, o);
+                        }
                     }
                 }
             }
@@ -145,7 +157,7 @@ impl QMatrix {
         assert!(r < self.rows && t < acts.rows && acts.ty == self.act_type());
         match self.layout {
             Layout::Rows => dot_row(self.ty, self.row(r), acts.row(t), self.cols),
-            Layout::Q5_0x8 | Layout::Q4Kx8 => {
+            Layout::Q5_0x8 | Layout::Q4Kx8 | Layout::Q4_1x8 => {
                 let mut out = [0f32; GROUP];
                 // SAFETY: one whole group, one activation row, an 8-value output.
                 unsafe { self.matmul_group(r / GROUP, acts, t..t + 1, out.as_mut_ptr(), 0) };
@@ -258,13 +270,17 @@ impl QMatrix {
                     crate::x86::gemm_q5_0x8(group.as_ptr(), nb, rows, dsts, n)
                 }
                 #[cfg(target_arch = "x86_64")]
+                (Backend::Avx2, Layout::Q4_1x8) => {
+                    crate::x86::gemm_q4_1x8(group.as_ptr(), nb, rows, dsts, n)
+                }
+                #[cfg(target_arch = "x86_64")]
                 (Backend::Avx2, _) => crate::x86::gemm_q4kx8(group.as_ptr(), nb, rows, dsts, n),
                 (_, layout) => {
                     for k in 0..n {
-                        let v = if layout == Layout::Q5_0x8 {
-                            packed::dot_q5_0x8(group, row(k), nb)
-                        } else {
-                            packed::dot_q4kx8(group, row(k), nb)
+                        let v = match layout {
+                            Layout::Q5_0x8 => packed::dot_q5_0x8(group, row(k), nb),
+                            Layout::Q4_1x8 => packed::dot_q4_1x8(group, row(k), nb),
+                            _ => packed::dot_q4kx8(group, row(k), nb),
                         };
                         std::ptr::copy_nonoverlapping(v.as_ptr(), dst(k), GROUP);
                     }

@@ -7,7 +7,8 @@
 //! eight row scales are one vector, and a block costs a third of the instructions. The bytes are
 //! the same; only their order changes.
 //!
-//! Q4_K×8 is the same idea for 256-value super-blocks ([`Q4KX8_BYTES`]), with the 6-bit
+//! Q4_1×8 ([`Q4_1X8_BYTES`]) is Q5_0×8 without the bit plane and with each row's min beside
+//! its scale. Q4_K×8 is the same idea for 256-value super-blocks ([`Q4KX8_BYTES`]), with the 6-bit
 //! sub-block scales and mins unpacked to bytes (3 % more memory than the file).
 //!
 //! Q5_0×8, one group of 8 rows and one 32-value block (176 bytes = 8 × 22):
@@ -97,6 +98,71 @@ pub fn dot_q5_0x8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
                 isum += q * y[8 + j] as i8 as i32;
             }
             *acc += f16_at(&blk, 0) * ((isum - 16 * ysum) as f32 * dy);
+        }
+    }
+    acc
+}
+
+/// Bytes of one Q4_1 block.
+const Q4_1_BYTES: usize = 20;
+/// Bytes of one group's block in Q4_1×8 (160 = 8 × 20): the 8 rows' f16 scales `d` (16 bytes),
+/// their f16 mins `m` (16 bytes), then four 32-byte groups of nibbles laid out as Q5_0×8's
+/// (group `k`, bytes `4r..4r+4` = row `r`'s nibble bytes `4k..4k+4`).
+pub const Q4_1X8_BYTES: usize = GROUP * Q4_1_BYTES;
+
+/// Repacks `rows` rows (a multiple of [`GROUP`]) of `nb` Q4_1 blocks each.
+pub fn pack_q4_1x8(data: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    debug_assert!(rows.is_multiple_of(GROUP) && data.len() == rows * nb * Q4_1_BYTES);
+    let mut out = vec![0u8; data.len()];
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * Q4_1X8_BYTES..][..Q4_1X8_BYTES];
+            for r in 0..GROUP {
+                let src = &data[((g * GROUP + r) * nb + b) * Q4_1_BYTES..][..Q4_1_BYTES];
+                o[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+                for k in 0..4 {
+                    o[32 + 32 * k + 4 * r..][..4].copy_from_slice(&src[4 + 4 * k..][..4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Block `b` of row `r` (within its group's bytes `group`) back in GGUF's Q4_1 layout.
+pub fn q4_1x8_block(group: &[u8], r: usize, b: usize) -> [u8; Q4_1_BYTES] {
+    let o = &group[b * Q4_1X8_BYTES..][..Q4_1X8_BYTES];
+    let mut blk = [0u8; Q4_1_BYTES];
+    blk[..2].copy_from_slice(&o[2 * r..2 * r + 2]);
+    blk[2..4].copy_from_slice(&o[16 + 2 * r..16 + 2 * r + 2]);
+    for k in 0..4 {
+        blk[4 + 4 * k..][..4].copy_from_slice(&o[32 + 32 * k + 4 * r..][..4]);
+    }
+    blk
+}
+
+/// The eight rows of one Q4_1×8 group against one Q8_1 activation row: the portable version
+/// of the AVX2 kernel, with the same integer sums and the same order of float operations.
+pub fn dot_q4_1x8(group: &[u8], a: &[u8], nb: usize) -> [f32; GROUP] {
+    let mut acc = [0f32; GROUP];
+    for b in 0..nb {
+        let y = &a[b * 40..][..40];
+        let (dy, sy) = (crate::formats::f32_at(y, 0), crate::formats::f32_at(y, 4));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let blk = q4_1x8_block(group, r, b);
+            let isum: i32 = (0..QK)
+                .map(|j| {
+                    let nibble = if j < 16 {
+                        blk[4 + j] & 0xF
+                    } else {
+                        blk[4 + j - 16] >> 4
+                    };
+                    nibble as i32 * y[8 + j] as i8 as i32
+                })
+                .sum();
+            *acc = f16_at(&blk, 0).mul_add(isum as f32 * dy, *acc);
+            *acc = f16_at(&blk, 2).mul_add(sy, *acc);
         }
     }
     acc

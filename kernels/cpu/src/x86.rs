@@ -721,6 +721,76 @@ unsafe fn gemm_q5_0x8_n<const N: usize>(
     }
 }
 
+/// One group of eight Q4_1 rows (`nb` blocks at `g`, layout in [`crate::packed`]) against `n`
+/// (1..=4) Q8_1 activation rows; token `t`'s eight results go to `out[t]`. Each token's sums
+/// are formed the same way whatever `n` is, so batched and single-token results are equal.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q4_1x8(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+    n: usize,
+) {
+    match n {
+        1 => gemm_q4_1x8_n::<1>(g, nb, a, out),
+        2 => gemm_q4_1x8_n::<2>(g, nb, a, out),
+        3 => gemm_q4_1x8_n::<3>(g, nb, a, out),
+        _ => gemm_q4_1x8_n::<4>(g, nb, a, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_q4_1x8_n<const N: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+) {
+    const BLOCK: usize = crate::packed::Q4_1X8_BYTES;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = g.add(BLOCK * b);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 128) as *const i8);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let m = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
+        let l = [0, 1, 2, 3].map(|k| _mm256_loadu_si256(blk.add(32 + 32 * k) as *const __m256i));
+        let w = [
+            low_nibbles(l[0]),
+            low_nibbles(l[1]),
+            low_nibbles(l[2]),
+            low_nibbles(l[3]),
+            high_nibbles(l[0]),
+            high_nibbles(l[1]),
+            high_nibbles(l[2]),
+            high_nibbles(l[3]),
+        ];
+        for t in 0..N {
+            let y = a[t].add(40 * b);
+            let qy = y.add(8);
+            // Four `maddubs` results fit in 16 bits (|4 · 2 · 15 · 127| < 2^15).
+            let p0 = _mm256_add_epi16(
+                _mm256_add_epi16(maddubs_k(&w, qy, 0), maddubs_k(&w, qy, 1)),
+                _mm256_add_epi16(maddubs_k(&w, qy, 2), maddubs_k(&w, qy, 3)),
+            );
+            let p1 = _mm256_add_epi16(
+                _mm256_add_epi16(maddubs_k(&w, qy, 4), maddubs_k(&w, qy, 5)),
+                _mm256_add_epi16(maddubs_k(&w, qy, 6), maddubs_k(&w, qy, 7)),
+            );
+            let isum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f32_at(y)));
+            acc[t] = _mm256_fmadd_ps(d, v, acc[t]);
+            acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(f32_at(y.add(4))), acc[t]);
+        }
+    }
+    for t in 0..N {
+        _mm256_storeu_ps(out[t], acc[t]);
+    }
+}
+
 /// e^x for 8 f32 lanes, computed in f64 (relative error below 1e-13) and rounded once to f32:
 /// so the result is the correctly rounded e^x, as glibc's `expf` gives, in all but vanishingly
 /// rare cases. Matching the scalar `exp` matters more than the few instructions an f32

@@ -217,9 +217,9 @@ fn parallel_matmul_fills_every_output_once() {
     }
 }
 
-/// Every format as a whole matrix: rows a multiple of eight (Q5_0 is then interleaved eight rows
-/// at a time) and not (Q5_0 stays in file order); seven tokens, so the batched kernels run full
-/// and partial tiles.
+/// Every format as a whole matrix: rows a multiple of eight (Q4_1, Q5_0 and Q4_K are then
+/// interleaved eight rows at a time) and not (they stay in file order); seven tokens, so the
+/// batched kernels run full and partial tiles.
 #[test]
 fn matrices_in_every_layout_match_the_reference_and_batch_bit_exactly() {
     let mut rng = StdRng::seed_from_u64(13);
