@@ -60,10 +60,9 @@ pub enum EncoderWindow {
 /// recordings: 12 real from pocketsphinx-testdata, 3 espeak-ng questions; 2 threads): the final
 /// decode at the pause takes p50 about 86 ms against 201 ms with 8 s of margin and ~580 ms with
 /// the full 30 s window, at WER 6.6 % against 7.4 % and 9.9 %. Short margins make tiny.en loop
-/// on short turns (the utterance, then the same words again): the decode is ended at the
-/// sentence's end where Whisper would start the utterance over (its logits filter), or else as
-/// soon as its words come round again (the words once are kept), and a loop that cannot be read
-/// that way is decoded again with 8 s of margin, then in full.
+/// on short turns (the utterance, then the same words again): the decode is ended as soon as
+/// its words come round again, the words once are kept, and a loop that cannot be read that way
+/// is decoded again with 8 s of margin, then in full.
 pub const DEFAULT_WINDOW: EncoderWindow = FITTED_WINDOW;
 
 /// The fitted window measured above: the audio plus 0.5 s.
@@ -121,8 +120,6 @@ pub struct DecodeStats {
     pub tokens: usize,
     /// Decodes ended as soon as their words read as a loop or a runaway.
     pub cut_short: usize,
-    /// Of those, decodes ended at a sentence's end where Whisper was about to start over.
-    pub restarts: usize,
 }
 
 /// Whisper pads everything to at least this much audio; we pad short turns ourselves with
@@ -356,7 +353,6 @@ impl Transcriber {
         self.stats.decodes += 1;
         self.stats.tokens += tokens;
         self.stats.cut_short += usize::from(watch.stopped);
-        self.stats.restarts += usize::from(watch.restarted);
         let mut text = strip_annotations(&text);
         // Whisper's stock phrases on near-silence; a person who really says them is heard clearly.
         if no_speech_prob > INVENTED_MIN_NO_SPEECH && is_invented(&text) {
@@ -388,49 +384,6 @@ struct RunawayWatch {
     tokens: usize,
     /// The decode was ended here.
     stopped: bool,
-    /// It was ended at a sentence's end, where Whisper was about to start the utterance over.
-    restarted: bool,
-}
-
-/// Whether a token ends a sentence ("." "?" "!" "..." with nothing after).
-fn ends_sentence(piece: &[u8]) -> bool {
-    piece
-        .last()
-        .is_some_and(|c| matches!(c, b'.' | b'?' | b'!'))
-}
-
-/// The least probability of the end of text, after a sentence, that stops a decode about to
-/// start the utterance over. Measured on `hark bench asr`'s decodes: where the audio ends, the
-/// restart beats the end of text at 0.02-0.35 (it is the short window's usual loop); after
-/// a sentence inside an utterance ("Mr." before "John") the end of text has 0.001-0.014.
-const RESTART_MIN_EOT: f32 = 0.02;
-
-/// Whether Whisper, at the end of a sentence, would rather start the utterance over (its
-/// likeliest next token is the utterance's first, `first`) while also giving the end of text
-/// a real chance: the short window's loop about to begin. Ending there keeps the same words
-/// the loop's reading ([`looped`]) would, without decoding the repeat first.
-fn restarts(logits: &[f32], eot: i32, first: i32) -> bool {
-    let (Ok(eot), Ok(first)) = (usize::try_from(eot), usize::try_from(first)) else {
-        return false;
-    };
-    if eot >= logits.len() || first >= logits.len() || first == eot {
-        return false;
-    }
-    let best = logits
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != eot)
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i);
-    if best != Some(first) {
-        return false;
-    }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        return false;
-    }
-    let total: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    (logits[eot] - max).exp() / total >= RESTART_MIN_EOT
 }
 
 /// whisper.cpp's logits filter, called before each token is chosen with the tokens chosen so
@@ -476,20 +429,14 @@ unsafe extern "C" fn runaway_trampoline(
         watch.text.extend_from_slice(piece(t.id));
     }
     watch.tokens = n - 1;
-    let n_vocab = unsafe { sys::whisper_n_vocab(ctx) }.max(0) as usize;
-    // SAFETY: whisper.cpp hands over one logit per vocabulary entry.
-    let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
     // Judge only when the newest token starts a word: the words before it are complete.
     if !watch.stopped && newest.first() == Some(&b' ') {
         let text = String::from_utf8_lossy(&watch.text);
         watch.stopped = looped(&text).is_some() || repeats_itself(&text);
     }
-    if !watch.stopped && ends_sentence(newest) {
-        let first = tokens.iter().map(|t| t.id).find(|&id| id < eot);
-        watch.stopped = first.is_some_and(|first| restarts(logits, eot, first));
-        watch.restarted = watch.stopped;
-    }
     if watch.stopped {
+        let n_vocab = unsafe { sys::whisper_n_vocab(ctx) }.max(0) as usize;
+        let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
         for (id, l) in logits.iter_mut().enumerate() {
             if id != eot as usize {
                 *l = f32::NEG_INFINITY;
@@ -669,30 +616,7 @@ pub fn is_invented(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{ends_sentence, is_invented, looped, repeats_itself, restarts, strip_annotations};
-
-    #[test]
-    fn a_decode_ends_where_whisper_would_start_the_utterance_over() {
-        // Vocabulary of 6: token 5 is the end of text, token 1 the utterance's first word.
-        let (eot, first) = (5, 1);
-        let ln = |p: f32| p.ln();
-        // The restart is likeliest and the end of text has 10 %: stop.
-        let logits = [ln(0.05), ln(0.6), ln(0.1), ln(0.1), ln(0.05), ln(0.1)];
-        assert!(restarts(&logits, eot, first));
-        // The end of text has 1 % (a sentence inside the utterance, "Mr." before "John").
-        let logits = [ln(0.09), ln(0.7), ln(0.1), ln(0.05), ln(0.05), ln(0.01)];
-        assert!(!restarts(&logits, eot, first));
-        // Another word is likeliest: the speech goes on.
-        let logits = [ln(0.05), ln(0.2), ln(0.5), ln(0.1), ln(0.05), ln(0.1)];
-        assert!(!restarts(&logits, eot, first));
-        // Whatever the logits, bad ids or an all-suppressed row never stop a decode.
-        let logits = [ln(0.05), ln(0.6), ln(0.1), ln(0.1), ln(0.05), ln(0.1)];
-        assert!(!restarts(&logits, 9, first));
-        assert!(!restarts(&logits, eot, -1));
-        assert!(!restarts(&[f32::NEG_INFINITY; 6], eot, first));
-        assert!(ends_sentence(b"?") && ends_sentence(b" meters.") && ends_sentence(b"..."));
-        assert!(!ends_sentence(b" Mr") && !ends_sentence(b",") && !ends_sentence(b""));
-    }
+    use super::{is_invented, looped, repeats_itself, strip_annotations};
 
     #[test]
     fn a_loop_is_kept_once() {

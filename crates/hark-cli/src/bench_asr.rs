@@ -150,10 +150,8 @@ struct Row {
     stream_final_ms: f64,
     /// The streaming final decode's own compute time (longest turn), ms.
     stream_decode_ms: f64,
-    /// Final transcripts whose decode was ended at a loop (of them, where Whisper was about to
-    /// start over), and those decoded more than once.
+    /// Final transcripts whose decode was ended at a loop, and those decoded more than once.
     cut_short: usize,
-    restarts: usize,
     decoded_again: usize,
     endpoint_ms: f64,
     /// Turns the streaming listener heard in this one-turn recording (more: it cut in a pause).
@@ -273,7 +271,6 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
             stream_final_ms: heard.iter().map(|h| h.asr_final_ms).fold(0.0, f64::max),
             stream_decode_ms: heard.iter().map(|h| h.final_spent_ms).fold(0.0, f64::max),
             cut_short: heard.iter().filter(|h| h.final_stats.cut_short > 0).count(),
-            restarts: heard.iter().filter(|h| h.final_stats.restarts > 0).count(),
             decoded_again: heard.iter().filter(|h| h.final_stats.decodes > 1).count(),
             endpoint_ms: heard.iter().map(|h| h.endpoint_ms).fold(0.0, f64::max),
             turns: heard.len(),
@@ -327,7 +324,6 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     let rtf: Vec<f64> = rows.iter().map(|r| r.partial_rtf).collect();
     let finals: usize = rows.iter().map(|r| r.turns).sum();
     let cut_short: usize = rows.iter().map(|r| r.cut_short).sum();
-    let restarts: usize = rows.iter().map(|r| r.restarts).sum();
     let decoded_again: usize = rows.iter().map(|r| r.decoded_again).sum();
     if args.json {
         let out = json!({
@@ -349,7 +345,6 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
             "final_decode_ms_p50": median(stream_decode.clone()),
             "final_transcripts": finals,
             "final_cut_short": cut_short,
-            "final_restarts": restarts,
             "final_decoded_again": decoded_again,
             "endpoint_ms_p50": median(endpoint),
             "partial_rtf_p50": median(rtf),
@@ -399,7 +394,7 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     )?;
     writeln!(
         out,
-        "final decodes ended at a loop: {cut_short} of {finals} ({restarts} where it would start over); decoded again with a longer window: {decoded_again}"
+        "final decodes ended at a loop: {cut_short} of {finals}; decoded again with a longer window: {decoded_again}"
     )?;
     writeln!(
         out,

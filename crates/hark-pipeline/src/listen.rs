@@ -386,7 +386,6 @@ impl Listener {
                 decodes = stats.decodes,
                 tokens = stats.tokens,
                 cut_short = stats.cut_short,
-                restarts = stats.restarts,
                 "decoded at a pause"
             );
             o.decode_ms += spent;
