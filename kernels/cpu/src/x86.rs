@@ -653,11 +653,11 @@ unsafe fn maddubs_k(w: &[__m256i; 8], qy: *const u8, k: usize) -> __m256i {
     _mm256_maddubs_epi16(w[k], broadcast4(qy, 4 * k))
 }
 
-/// One unpacked block of eight rows against one Q8Sum activation block `y`, added into `acc`
-/// (lane `r` = row `r`). Four `maddubs` results fit in 16 bits (|4 · 2 · 31 · 127| < 2^15).
+/// Eight rows' unpacked values `w` (register `k`, lane `r` = row `r`'s values `4k..4k + 4`)
+/// against the 32 activation bytes at `qy`: lane `r` = row `r`'s integer dot product. Four
+/// `maddubs` results fit in 16 bits for values below 32 (|4 · 2 · 31 · 127| < 2^15).
 #[inline(always)]
-unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut __m256) {
-    let qy = y.add(8);
+unsafe fn x8_block_isum(w: &[__m256i; 8], qy: *const u8) -> __m256i {
     let p0 = _mm256_add_epi16(
         _mm256_add_epi16(maddubs_k(w, qy, 0), maddubs_k(w, qy, 1)),
         _mm256_add_epi16(maddubs_k(w, qy, 2), maddubs_k(w, qy, 3)),
@@ -667,7 +667,14 @@ unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut 
         _mm256_add_epi16(maddubs_k(w, qy, 6), maddubs_k(w, qy, 7)),
     );
     let ones = _mm256_set1_epi16(1);
-    let isum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+    _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones))
+}
+
+/// One unpacked block of eight rows against one Q8Sum activation block `y`, added into `acc`
+/// (lane `r` = row `r`).
+#[inline(always)]
+unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut __m256) {
+    let isum = x8_block_isum(w, y.add(8));
     // Σ(q - 16)·y exactly, in integers.
     let ysum = _mm256_set1_epi32((y.add(4) as *const i32).read_unaligned());
     let v = _mm256_mul_ps(
@@ -675,6 +682,19 @@ unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut 
         _mm256_set1_ps(f32_at(y)),
     );
     *acc = _mm256_fmadd_ps(d, v, *acc);
+}
+
+/// Calls `$kernel::<N>` for `n` tokens (1..=4): one monomorphised loop per batch size, so each
+/// token's sums are formed the same way whatever the batch.
+macro_rules! for_tokens {
+    ($kernel:ident, $g:expr, $nb:expr, $a:expr, $out:expr, $n:expr) => {
+        match $n {
+            1 => $kernel::<1>($g, $nb, $a, $out),
+            2 => $kernel::<2>($g, $nb, $a, $out),
+            3 => $kernel::<3>($g, $nb, $a, $out),
+            _ => $kernel::<4>($g, $nb, $a, $out),
+        }
+    };
 }
 
 /// One group of eight Q5_0 rows (`nb` blocks at `g`) against `n` (1..=4) Q8Sum activation rows
@@ -688,12 +708,7 @@ pub unsafe fn gemm_q5_0x8(
     out: [*mut f32; 4],
     n: usize,
 ) {
-    match n {
-        1 => gemm_q5_0x8_n::<1>(g, nb, a, out),
-        2 => gemm_q5_0x8_n::<2>(g, nb, a, out),
-        3 => gemm_q5_0x8_n::<3>(g, nb, a, out),
-        _ => gemm_q5_0x8_n::<4>(g, nb, a, out),
-    }
+    for_tokens!(gemm_q5_0x8_n, g, nb, a, out, n)
 }
 
 #[inline(always)]
@@ -732,12 +747,7 @@ pub unsafe fn gemm_q4_1x8(
     out: [*mut f32; 4],
     n: usize,
 ) {
-    match n {
-        1 => gemm_q4_1x8_n::<1>(g, nb, a, out),
-        2 => gemm_q4_1x8_n::<2>(g, nb, a, out),
-        3 => gemm_q4_1x8_n::<3>(g, nb, a, out),
-        _ => gemm_q4_1x8_n::<4>(g, nb, a, out),
-    }
+    for_tokens!(gemm_q4_1x8_n, g, nb, a, out, n)
 }
 
 #[inline(always)]
@@ -748,7 +758,6 @@ unsafe fn gemm_q4_1x8_n<const N: usize>(
     out: [*mut f32; 4],
 ) {
     const BLOCK: usize = crate::packed::Q4_1X8_BYTES;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let blk = g.add(BLOCK * b);
@@ -770,17 +779,7 @@ unsafe fn gemm_q4_1x8_n<const N: usize>(
         ];
         for t in 0..N {
             let y = a[t].add(40 * b);
-            let qy = y.add(8);
-            // Four `maddubs` results fit in 16 bits (|4 · 2 · 15 · 127| < 2^15).
-            let p0 = _mm256_add_epi16(
-                _mm256_add_epi16(maddubs_k(&w, qy, 0), maddubs_k(&w, qy, 1)),
-                _mm256_add_epi16(maddubs_k(&w, qy, 2), maddubs_k(&w, qy, 3)),
-            );
-            let p1 = _mm256_add_epi16(
-                _mm256_add_epi16(maddubs_k(&w, qy, 4), maddubs_k(&w, qy, 5)),
-                _mm256_add_epi16(maddubs_k(&w, qy, 6), maddubs_k(&w, qy, 7)),
-            );
-            let isum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+            let isum = x8_block_isum(&w, y.add(8));
             let v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f32_at(y)));
             acc[t] = _mm256_fmadd_ps(d, v, acc[t]);
             acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(f32_at(y.add(4))), acc[t]);
@@ -881,12 +880,7 @@ unsafe fn row_byte_pairs(p: *const u8) -> __m256i {
 /// token's sums are formed the same way whatever `n` is.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q4kx8(g: *const u8, nb: usize, a: [*const u8; 4], out: [*mut f32; 4], n: usize) {
-    match n {
-        1 => gemm_q4kx8_n::<1>(g, nb, a, out),
-        2 => gemm_q4kx8_n::<2>(g, nb, a, out),
-        3 => gemm_q4kx8_n::<3>(g, nb, a, out),
-        _ => gemm_q4kx8_n::<4>(g, nb, a, out),
-    }
+    for_tokens!(gemm_q4kx8_n, g, nb, a, out, n)
 }
 
 #[inline(always)]
