@@ -20,7 +20,8 @@ pub struct RunArgs {
     /// (`<name>.reply.wav` each), or `-` for standard output.
     #[arg(long, short, value_name = "REPLY.wav")]
     out: PathBuf,
-    /// Append one JSON record per turn (transcript, reply, every latency span) to this file.
+    /// Append one JSON record per turn (transcript, reply, every latency span) to this file (its
+    /// directory is made if need be).
     #[arg(long, value_name = "T.jsonl")]
     trace: Option<PathBuf>,
     /// Write the conversation as heard: a stereo WAV, you on the left, Hark on the right, on
@@ -191,9 +192,14 @@ pub fn model_paths(store: &ModelStore, fetch: bool) -> Result<ModelPaths> {
     })
 }
 
-/// The trace file `--trace` names, opened for appending.
+/// The trace file `--trace` names, opened for appending (its directory made if need be, as
+/// `--out`'s is).
 pub fn open_trace(path: Option<&Path>) -> Result<Option<BufWriter<File>>> {
     path.map(|p| {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the directory of {}", p.display()))?;
+        }
         File::options()
             .create(true)
             .append(true)
@@ -390,4 +396,23 @@ fn print_turn(out: &mut dyn Write, rec: &TurnRecord, color: bool) -> std::io::Re
         rec.engine.decode_tok_s,
         rec.engine.peak_memory_mb
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn a_trace_in_a_directory_not_yet_made_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("out/traces/trace.jsonl");
+        let mut trace = super::open_trace(Some(&path)).unwrap().unwrap();
+        writeln!(trace, "{{}}").unwrap();
+        drop(trace);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}\n");
+        // A path that cannot be a directory is an error, not a panic.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(super::open_trace(Some(&file.join("trace.jsonl"))).is_err());
+    }
 }
