@@ -30,7 +30,8 @@ pub struct TalkArgs {
     /// The speaker, likewise (default: the system's default output).
     #[arg(long, value_name = "DEVICE")]
     output: Option<String>,
-    /// Append one JSON record per turn (transcript, reply, every latency span) to this file.
+    /// Append one JSON record per turn (transcript, reply, every latency span) to this file (its
+    /// directory is made if need be).
     #[arg(long, value_name = "T.jsonl")]
     trace: Option<PathBuf>,
     /// Show what you are saying as you say it (partial transcripts). On two cores this costs
