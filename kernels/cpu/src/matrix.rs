@@ -129,22 +129,18 @@ impl QMatrix {
         match self.layout {
             Layout::Rows => formats::dequantize_row(self.ty, self.row(r), &mut out[..self.cols]),
             Layout::Q5_0x8 | Layout::Q4Kx8 | Layout::Q4_1x8 => {
-                let group = self.group(r / GROUP);
+                let (group, i) = (self.group(r / GROUP), r % GROUP);
                 let len = self.ty.block_len();
+                // Each block back in the file's layout, dequantized as the file's would be.
                 for (b, o) in out[..self.cols].chunks_exact_mut(len).enumerate() {
                     match self.layout {
                         Layout::Q5_0x8 => {
-                            let blk = packed::q5_0x8_block(group, r % GROUP, b);
-                            formats::dequantize_row(self.ty, &blk, o);
+                            formats::dequantize_row(self.ty, &packed::q5_0x8_block(group, i, b), o)
                         }
                         Layout::Q4_1x8 => {
-                            let blk = packed::q4_1x8_block(group, r % GROUP, b);
-                            formats::dequantize_row(self.ty, &blk, o);
+                            formats::dequantize_row(self.ty, &packed::q4_1x8_block(group, i, b), o)
                         }
-                        _ => {
-                            let blk = packed::q4kx8_block(group, r % GROUP, b);
-                            formats::dequantize_row(self.ty, &blk, o);
-                        }
+                        _ => formats::dequantize_row(self.ty, &packed::q4kx8_block(group, i, b), o),
                     }
                 }
             }
@@ -267,11 +263,11 @@ impl QMatrix {
             match (backend(), self.layout) {
                 #[cfg(target_arch = "x86_64")]
                 (Backend::Avx2, Layout::Q5_0x8) => {
-                    crate::x86::gemm_q5_0x8(group.as_ptr(), nb, rows, dsts, n)
+                    crate::x86::gemm_x8::<crate::x86::Q5_0x8>(group.as_ptr(), nb, rows, dsts, n)
                 }
                 #[cfg(target_arch = "x86_64")]
                 (Backend::Avx2, Layout::Q4_1x8) => {
-                    crate::x86::gemm_q4_1x8(group.as_ptr(), nb, rows, dsts, n)
+                    crate::x86::gemm_x8::<crate::x86::Q4_1x8>(group.as_ptr(), nb, rows, dsts, n)
                 }
                 #[cfg(target_arch = "x86_64")]
                 (Backend::Avx2, _) => crate::x86::gemm_q4kx8(group.as_ptr(), nb, rows, dsts, n),

@@ -8,8 +8,8 @@
 //! the same; only their order changes.
 //!
 //! Q4_1×8 ([`Q4_1X8_BYTES`]) is Q5_0×8 without the bit plane and with each row's min beside
-//! its scale. Q4_K×8 is the same idea for 256-value super-blocks ([`Q4KX8_BYTES`]), with the 6-bit
-//! sub-block scales and mins unpacked to bytes (3 % more memory than the file).
+//! its scale. Q4_K×8 is the same idea for 256-value super-blocks ([`Q4KX8_BYTES`]), with the
+//! 6-bit sub-block scales and mins unpacked to bytes (3 % more memory than the file).
 //!
 //! Q5_0×8, one group of 8 rows and one 32-value block (176 bytes = 8 × 22):
 //! - `d`: the 8 rows' f16 scales (16 bytes).

@@ -670,100 +670,53 @@ unsafe fn x8_block_isum(w: &[__m256i; 8], qy: *const u8) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones))
 }
 
-/// One unpacked block of eight rows against one Q8Sum activation block `y`, added into `acc`
-/// (lane `r` = row `r`).
-#[inline(always)]
-unsafe fn q5_0x8_block_dot(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut __m256) {
-    let isum = x8_block_isum(w, y.add(8));
-    // Σ(q - 16)·y exactly, in integers.
-    let ysum = _mm256_set1_epi32((y.add(4) as *const i32).read_unaligned());
-    let v = _mm256_mul_ps(
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, _mm256_slli_epi32::<4>(ysum))),
-        _mm256_set1_ps(f32_at(y)),
-    );
-    *acc = _mm256_fmadd_ps(d, v, *acc);
+/// A 32-value block format repacked eight rows at a time ([`crate::packed`]): how one group's
+/// block unpacks to unsigned bytes (register `k`, lane `r` = row `r`'s values `4k..4k + 4`)
+/// and how its integer sums against one 40-byte activation block become the eight rows' values.
+pub(crate) trait Block32x8 {
+    /// Bytes of one group's block.
+    const BYTES: usize;
+    /// What a block carries besides its values (scales, mins), as vectors over the rows.
+    type Scales: Copy;
+    unsafe fn unpack(blk: *const u8) -> (Self::Scales, [__m256i; 8]);
+    /// Adds the block's eight results against activation block `y` into `acc`.
+    unsafe fn accumulate(w: &[__m256i; 8], s: Self::Scales, y: *const u8, acc: &mut __m256);
 }
 
-/// Calls `$kernel::<N>` for `n` tokens (1..=4): one monomorphised loop per batch size, so each
-/// token's sums are formed the same way whatever the batch.
-macro_rules! for_tokens {
-    ($kernel:ident, $g:expr, $nb:expr, $a:expr, $out:expr, $n:expr) => {
-        match $n {
-            1 => $kernel::<1>($g, $nb, $a, $out),
-            2 => $kernel::<2>($g, $nb, $a, $out),
-            3 => $kernel::<3>($g, $nb, $a, $out),
-            _ => $kernel::<4>($g, $nb, $a, $out),
-        }
-    };
-}
+/// Q5_0×8 against Q8Sum activations (`d: f32, sum: i32, qs`).
+pub(crate) struct Q5_0x8;
 
-/// One group of eight Q5_0 rows (`nb` blocks at `g`) against `n` (1..=4) Q8Sum activation rows
-/// `a[..n]`; token `t`'s eight results are stored at `out[t]`. Each token's sums are computed
-/// the same way whatever `n` is, so batched and single-token results are bit-identical.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q5_0x8(
-    g: *const u8,
-    nb: usize,
-    a: [*const u8; 4],
-    out: [*mut f32; 4],
-    n: usize,
-) {
-    for_tokens!(gemm_q5_0x8_n, g, nb, a, out, n)
-}
-
-#[inline(always)]
-unsafe fn gemm_q5_0x8_n<const N: usize>(
-    g: *const u8,
-    nb: usize,
-    a: [*const u8; 4],
-    out: [*mut f32; 4],
-) {
-    const BLOCK: usize = crate::packed::Q5_0X8_BYTES;
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..nb {
-        let blk = g.add(BLOCK * b);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 64) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 128) as *const i8);
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-        let w = q5_0x8_unpack(blk);
-        for t in 0..N {
-            q5_0x8_block_dot(&w, d, a[t].add(40 * b), &mut acc[t]);
-        }
+impl Block32x8 for Q5_0x8 {
+    const BYTES: usize = crate::packed::Q5_0X8_BYTES;
+    type Scales = __m256;
+    #[inline(always)]
+    unsafe fn unpack(blk: *const u8) -> (__m256, [__m256i; 8]) {
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i)),
+            q5_0x8_unpack(blk),
+        )
     }
-    for t in 0..N {
-        _mm256_storeu_ps(out[t], acc[t]);
+    #[inline(always)]
+    unsafe fn accumulate(w: &[__m256i; 8], d: __m256, y: *const u8, acc: &mut __m256) {
+        let isum = x8_block_isum(w, y.add(8));
+        // Σ(q - 16)·y exactly, in integers.
+        let ysum = _mm256_set1_epi32((y.add(4) as *const i32).read_unaligned());
+        let v = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, _mm256_slli_epi32::<4>(ysum))),
+            _mm256_set1_ps(f32_at(y)),
+        );
+        *acc = _mm256_fmadd_ps(d, v, *acc);
     }
 }
 
-/// One group of eight Q4_1 rows (`nb` blocks at `g`, layout in [`crate::packed`]) against `n`
-/// (1..=4) Q8_1 activation rows; token `t`'s eight results go to `out[t]`. Each token's sums
-/// are formed the same way whatever `n` is, so batched and single-token results are equal.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q4_1x8(
-    g: *const u8,
-    nb: usize,
-    a: [*const u8; 4],
-    out: [*mut f32; 4],
-    n: usize,
-) {
-    for_tokens!(gemm_q4_1x8_n, g, nb, a, out, n)
-}
+/// Q4_1×8 against Q8_1 activations (`d: f32, s: f32, qs`, `s = d·Σq`): `d·dy·Σq·y + m·s`.
+pub(crate) struct Q4_1x8;
 
-#[inline(always)]
-unsafe fn gemm_q4_1x8_n<const N: usize>(
-    g: *const u8,
-    nb: usize,
-    a: [*const u8; 4],
-    out: [*mut f32; 4],
-) {
-    const BLOCK: usize = crate::packed::Q4_1X8_BYTES;
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..nb {
-        let blk = g.add(BLOCK * b);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 64) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 128) as *const i8);
+impl Block32x8 for Q4_1x8 {
+    const BYTES: usize = crate::packed::Q4_1X8_BYTES;
+    type Scales = (__m256, __m256);
+    #[inline(always)]
+    unsafe fn unpack(blk: *const u8) -> ((__m256, __m256), [__m256i; 8]) {
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         let m = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
         let l = [0, 1, 2, 3].map(|k| _mm256_loadu_si256(blk.add(32 + 32 * k) as *const __m256i));
@@ -777,12 +730,57 @@ unsafe fn gemm_q4_1x8_n<const N: usize>(
             high_nibbles(l[2]),
             high_nibbles(l[3]),
         ];
+        ((d, m), w)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(
+        w: &[__m256i; 8],
+        (d, m): (__m256, __m256),
+        y: *const u8,
+        acc: &mut __m256,
+    ) {
+        let isum = x8_block_isum(w, y.add(8));
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f32_at(y)));
+        *acc = _mm256_fmadd_ps(d, v, *acc);
+        *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(f32_at(y.add(4))), *acc);
+    }
+}
+
+/// One group of eight rows of format `B` (`nb` blocks at `g`) against `n` (1..=4) activation
+/// rows `a[..n]`; token `t`'s eight results are stored at `out[t]`. Each token's sums are
+/// computed the same way whatever `n` is, so batched and single-token results are bit-identical.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_x8<B: Block32x8>(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+    n: usize,
+) {
+    match n {
+        1 => gemm_x8_n::<B, 1>(g, nb, a, out),
+        2 => gemm_x8_n::<B, 2>(g, nb, a, out),
+        3 => gemm_x8_n::<B, 3>(g, nb, a, out),
+        _ => gemm_x8_n::<B, 4>(g, nb, a, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_x8_n<B: Block32x8, const N: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const u8; 4],
+    out: [*mut f32; 4],
+) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = g.add(B::BYTES * b);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + 128) as *const i8);
+        let (scales, w) = B::unpack(blk);
         for t in 0..N {
-            let y = a[t].add(40 * b);
-            let isum = x8_block_isum(&w, y.add(8));
-            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f32_at(y)));
-            acc[t] = _mm256_fmadd_ps(d, v, acc[t]);
-            acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(f32_at(y.add(4))), acc[t]);
+            B::accumulate(&w, scales, a[t].add(40 * b), &mut acc[t]);
         }
     }
     for t in 0..N {
@@ -880,7 +878,12 @@ unsafe fn row_byte_pairs(p: *const u8) -> __m256i {
 /// token's sums are formed the same way whatever `n` is.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q4kx8(g: *const u8, nb: usize, a: [*const u8; 4], out: [*mut f32; 4], n: usize) {
-    for_tokens!(gemm_q4kx8_n, g, nb, a, out, n)
+    match n {
+        1 => gemm_q4kx8_n::<1>(g, nb, a, out),
+        2 => gemm_q4kx8_n::<2>(g, nb, a, out),
+        3 => gemm_q4kx8_n::<3>(g, nb, a, out),
+        _ => gemm_q4kx8_n::<4>(g, nb, a, out),
+    }
 }
 
 #[inline(always)]
