@@ -6,6 +6,7 @@ mod bench_spec;
 mod bench_tts;
 mod bench_v2v;
 mod models_cmd;
+mod openmp;
 mod report_cmd;
 mod run_cmd;
 mod talk_cmd;
@@ -47,6 +48,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    openmp::set_spin_count();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
