@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::mel::MelFilters;
+
 const MAGIC: u32 = 0x6767_6d6c;
 
 /// Bytes per element for the ggml types a Whisper file may hold (f32, f16, and the quantized
@@ -60,8 +62,9 @@ impl Reader {
     }
 }
 
-/// Checks the header, mel filters, vocabulary and every tensor header of a ggml Whisper file.
-pub fn check(path: &Path) -> Result<(), String> {
+/// Checks the header, mel filters, vocabulary and every tensor header of a ggml Whisper file;
+/// returns its mel filter bank.
+pub fn check(path: &Path) -> Result<MelFilters, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut r = Reader {
@@ -92,7 +95,21 @@ pub fn check(path: &Path) -> Result<(), String> {
     let _ftype = r.i32()?;
     let n_mel = r.count("mel filter count", 1024)?;
     let n_fft = r.count("mel filter width", 4096)?;
-    r.skip(n_mel * n_fft * 4)?;
+    let pos = r.inner.stream_position().map_err(|e| e.to_string())?;
+    if pos.saturating_add(n_mel * n_fft * 4) > len {
+        return Err("the file ends early".into());
+    }
+    let mut bytes = vec![0u8; (n_mel * n_fft * 4) as usize];
+    r.inner
+        .read_exact(&mut bytes)
+        .map_err(|_| "the file ends early".to_string())?;
+    let filters = MelFilters {
+        n_mel: n_mel as usize,
+        weights: bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    };
     let n_tokens = r.count("vocabulary size", 1_000_000)?;
     for _ in 0..n_tokens {
         let n = r.count("token length", 4096)?;
@@ -116,5 +133,5 @@ pub fn check(path: &Path) -> Result<(), String> {
     if tensors == 0 {
         return Err("the file holds no tensors".into());
     }
-    Ok(())
+    Ok(filters)
 }

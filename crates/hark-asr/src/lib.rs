@@ -3,18 +3,21 @@
 //! [`Transcriber`] decodes a whole utterance, with the encoder's window fitted to the turn's audio
 //! or Whisper's full 30 s ([`EncoderWindow`]); [`StreamingRecognizer`] decodes the growing
 //! utterance while the user speaks and commits words by local agreement. The model and its
-//! decoder state are loaded once and reused for every turn.
+//! decoder state are loaded once and reused for every turn. The log-mel spectrogram is ours
+//! ([`mel`]: only the frames the encoder reads, a few milliseconds sooner than whisper.cpp's,
+//! the same transcripts); whisper.cpp encodes and decodes it.
 
 mod ggml_check;
+mod mel;
+mod raw;
 mod stream;
 
 pub use stream::{AsrEvent, LocalAgreement, StreamConfig, StreamingRecognizer};
 
+use std::ffi::CString;
 use std::path::Path;
 
-use whisper_rs::{
-    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
-};
+use whisper_rs::whisper_rs_sys as sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
@@ -102,11 +105,12 @@ pub struct Transcript {
 }
 
 pub struct Transcriber {
-    // Kept alive for `state`, which borrows the model through whisper.cpp.
-    _ctx: WhisperContext,
-    state: WhisperState,
+    whisper: raw::Whisper,
+    /// The spectrogram, made here rather than by whisper.cpp ([`mel`]).
+    mel: mel::LogMel,
     config: AsrConfig,
-    multilingual: bool,
+    /// The language whisper.cpp is told: the configured one for a multilingual model.
+    language: CString,
     abort: Option<AbortCheck>,
     stats: DecodeStats,
 }
@@ -131,25 +135,27 @@ impl Transcriber {
         if !model.is_file() {
             return Err(AsrError::ModelMissing(model.display().to_string()));
         }
-        ggml_check::check(model).map_err(|detail| AsrError::Load {
+        let load_err = |detail: String| AsrError::Load {
             path: model.display().to_string(),
             detail,
-        })?;
+        };
+        let filters = ggml_check::check(model).map_err(load_err)?;
+        let mel = mel::LogMel::new(filters)
+            .ok_or_else(|| load_err("its mel filters are not for 400-sample windows".into()))?;
         // Route whisper.cpp's own logging away from stderr.
         whisper_rs::install_logging_hooks();
-        let load_err = |e: whisper_rs::WhisperError| AsrError::Load {
-            path: model.display().to_string(),
-            detail: e.to_string(),
+        let whisper = raw::Whisper::load(model).map_err(load_err)?;
+        let language = if whisper.is_multilingual() {
+            CString::new(config.language.as_str())
+                .map_err(|_| load_err(format!("language {:?}", config.language)))?
+        } else {
+            c"en".to_owned()
         };
-        let ctx = WhisperContext::new_with_params(model, WhisperContextParameters::default())
-            .map_err(load_err)?;
-        let state = ctx.create_state().map_err(load_err)?;
-        let multilingual = ctx.is_multilingual();
         Ok(Transcriber {
-            _ctx: ctx,
-            state,
+            whisper,
+            mel,
             config,
-            multilingual,
+            language,
             abort: None,
             stats: DecodeStats::default(),
         })
@@ -282,73 +288,46 @@ impl Transcriber {
         audio_ctx: Option<usize>,
         max_tokens: Option<usize>,
     ) -> Result<(Transcript, usize), AsrError> {
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(threads.max(1) as i32);
-        params.set_language(Some(if self.multilingual {
-            self.config.language.as_str()
-        } else {
-            "en"
-        }));
-        params.set_no_context(true);
-        params.set_single_segment(true);
-        params.set_no_timestamps(true);
-        params.set_suppress_blank(true);
-        params.set_suppress_nst(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(0.0);
-        params.set_print_special(false);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_timestamps(false);
-        if let Some(frames) = audio_ctx {
-            params.set_audio_ctx(frames as i32);
-        }
-        if let Some(n) = max_tokens {
-            params.set_max_tokens(n as i32);
-        }
-        // whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of the wrong
-        // type (it crashes), so the check goes through our own trampoline. It points at
-        // `abort`, which outlives the decode below.
+        // The encoder reads twice its window in spectrogram frames (the full 30 s without one).
+        let window = audio_ctx.unwrap_or(FULL_FRAMES);
+        let mel = self.mel.compute(audio, 2 * window);
+        self.whisper
+            .set_mel(&mel, self.mel.n_mel(), 2 * window)
+            .map_err(AsrError::Decode)?;
+        let mut params = decode_params(&self.language, threads, audio_ctx, max_tokens);
+        // What whisper.cpp's own spectrogram would call the audio's length (10 ms frames), so
+        // the silent frames after it are not taken for more audio to decode.
+        params.duration_ms = audio_duration_ms(audio.len());
+        // The abort check goes through our own trampoline; it points at `abort`, which
+        // outlives the decode below.
         let abort = self.abort.clone();
         if let Some(check) = &abort {
-            // SAFETY: the callback only reads `check` through a shared reference; `abort` is
-            // alive until `full` has returned.
-            unsafe {
-                params.set_abort_callback(Some(abort_trampoline));
-                params.set_abort_callback_user_data(
-                    check as *const AbortCheck as *mut std::ffi::c_void,
-                );
-            }
+            params.abort_callback = Some(abort_trampoline);
+            params.abort_callback_user_data = check as *const AbortCheck as *mut std::ffi::c_void;
         }
         // Ends the decode the moment its words read as a loop or a runaway: what the rest of
         // the token budget would add is thrown away anyway (a third of a short turn's decode).
-        // SAFETY: the callback reads token text from the context and writes only the logits
-        // row it is handed; `watch` outlives `full`.
         let mut watch = RunawayWatch::default();
-        unsafe {
-            params.set_filter_logits_callback(Some(runaway_trampoline));
-            params.set_filter_logits_callback_user_data(
-                &mut watch as *mut RunawayWatch as *mut std::ffi::c_void,
-            );
-        }
-        self.state.full(params, audio).map_err(|e| match &abort {
+        params.logits_filter_callback = Some(runaway_trampoline);
+        params.logits_filter_callback_user_data =
+            &mut watch as *mut RunawayWatch as *mut std::ffi::c_void;
+        // SAFETY: the language, `abort` and `watch` outlive the call; the callbacks only read
+        // `abort` through a shared reference, and read token text from the context and write
+        // only the logits row they are handed.
+        unsafe { self.whisper.full(params) }.map_err(|rc| match &abort {
             Some(check) if check() => AsrError::Aborted,
-            _ => AsrError::Decode(e.to_string()),
+            _ => AsrError::Decode(format!("whisper.cpp failed ({rc})")),
         })?;
         let mut text = String::new();
         let mut no_speech_prob = 0.0f32;
         let mut tokens = 0usize;
-        for segment in self.state.as_iter() {
-            let p = segment.no_speech_probability();
-            tokens += segment.n_tokens().max(0) as usize;
-            if p > self.config.no_speech_threshold {
+        for segment in self.whisper.segments() {
+            tokens += segment.tokens;
+            if segment.no_speech_prob > self.config.no_speech_threshold {
                 continue;
             }
-            no_speech_prob = no_speech_prob.max(p);
-            let piece = segment
-                .to_str_lossy()
-                .map_err(|e| AsrError::Decode(e.to_string()))?;
-            text.push_str(&piece);
+            no_speech_prob = no_speech_prob.max(segment.no_speech_prob);
+            text.push_str(&segment.text);
         }
         self.stats.decodes += 1;
         self.stats.tokens += tokens;
@@ -366,6 +345,47 @@ impl Transcriber {
             tokens,
         ))
     }
+}
+
+/// whisper.cpp's settings for one greedy decode of a turn: one segment, no timestamps, no
+/// context from earlier decodes, no temperature fallback, nothing printed.
+fn decode_params(
+    language: &std::ffi::CStr,
+    threads: usize,
+    audio_ctx: Option<usize>,
+    max_tokens: Option<usize>,
+) -> sys::whisper_full_params {
+    // SAFETY: whisper.cpp's defaults, plain values.
+    let mut params = unsafe {
+        sys::whisper_full_default_params(sys::whisper_sampling_strategy_WHISPER_SAMPLING_GREEDY)
+    };
+    params.greedy.best_of = 1;
+    params.n_threads = threads.max(1) as i32;
+    params.language = language.as_ptr();
+    params.no_context = true;
+    params.single_segment = true;
+    params.no_timestamps = true;
+    params.suppress_blank = true;
+    params.suppress_nst = true;
+    params.temperature = 0.0;
+    params.temperature_inc = 0.0;
+    params.print_special = false;
+    params.print_progress = false;
+    params.print_realtime = false;
+    params.print_timestamps = false;
+    if let Some(frames) = audio_ctx {
+        params.audio_ctx = frames as i32;
+    }
+    if let Some(n) = max_tokens {
+        params.max_tokens = n as i32;
+    }
+    params
+}
+
+/// The length whisper.cpp gives `samples` of 16 kHz audio, ms: its spectrogram's frames (10 ms
+/// each) over the audio, as it counts them.
+fn audio_duration_ms(samples: usize) -> i32 {
+    (1 + (samples + 200).saturating_sub(400) / 160) as i32 * 10
 }
 
 /// whisper.cpp's abort callback: asks the [`AbortCheck`] that `data` points at.
@@ -617,6 +637,63 @@ pub fn is_invented(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{is_invented, looped, repeats_itself, strip_annotations};
+
+    /// Our spectrogram against whisper.cpp's own, decoded the same way (the fitted window and
+    /// the full one) by the real tiny.en model on real recorded speech: the same words.
+    #[test]
+    fn our_spectrogram_decodes_as_whisper_cpp_s_own() {
+        use super::*;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let models = std::env::var_os("HARK_MODELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("models"));
+        let model = models.join("whisper-tiny.en/ggml-tiny.en.bin");
+        assert!(
+            model.is_file(),
+            "{} is missing: run `hark models fetch`",
+            model.display()
+        );
+        let mut mel = mel::LogMel::new(ggml_check::check(&model).unwrap()).unwrap();
+        let mut whisper = raw::Whisper::load(&model).unwrap();
+        let mut reader = hound::WavReader::open(root.join("assets/goforward.wav")).unwrap();
+        let speech: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| s.unwrap() as f32 / 32768.0)
+            .collect();
+        // The whole recording, its first second and a half, and its last word padded to 1 s.
+        let tail = padded(&speech[speech.len() - 12_000..]).into_owned();
+        for audio in [&speech[..], &speech[..24_000], &tail[..]] {
+            let (fitted, max_tokens) = fitted_budget(audio.len(), 25);
+            for audio_ctx in [Some(fitted), None] {
+                let params = decode_params(c"en", 2, audio_ctx, Some(max_tokens));
+                let text =
+                    |w: &raw::Whisper| w.segments().into_iter().map(|s| s.text).collect::<String>();
+                // SAFETY: the language is static; no callbacks.
+                unsafe { whisper.full_with_samples(params, audio) }.unwrap();
+                let theirs = text(&whisper);
+                let frames = 2 * audio_ctx.unwrap_or(FULL_FRAMES);
+                whisper
+                    .set_mel(&mel.compute(audio, frames), 80, frames)
+                    .unwrap();
+                let mut params = params;
+                params.duration_ms = audio_duration_ms(audio.len());
+                // SAFETY: as above.
+                unsafe { whisper.full(params) }.unwrap();
+                let ours = text(&whisper);
+                assert!(
+                    !ours.trim().is_empty(),
+                    "nothing heard in {} samples",
+                    audio.len()
+                );
+                assert_eq!(
+                    ours,
+                    theirs,
+                    "{} samples, window {audio_ctx:?}",
+                    audio.len()
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_loop_is_kept_once() {
