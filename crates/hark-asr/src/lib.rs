@@ -290,14 +290,14 @@ impl Transcriber {
     ) -> Result<(Transcript, usize), AsrError> {
         // The encoder reads twice its window in spectrogram frames (the full 30 s without one).
         let window = audio_ctx.unwrap_or(FULL_FRAMES);
-        let mel = self.mel.compute(audio, 2 * window);
+        let n_mel = self.mel.n_mel();
         self.whisper
-            .set_mel(&mel, self.mel.n_mel(), 2 * window)
+            .set_mel(self.mel.compute(audio, 2 * window), n_mel, 2 * window)
             .map_err(AsrError::Decode)?;
         let mut params = decode_params(&self.language, threads, audio_ctx, max_tokens);
         // What whisper.cpp's own spectrogram would call the audio's length (10 ms frames), so
         // the silent frames after it are not taken for more audio to decode.
-        params.duration_ms = audio_duration_ms(audio.len());
+        params.duration_ms = mel::audio_duration_ms(audio.len());
         // The abort check goes through our own trampoline; it points at `abort`, which
         // outlives the decode below.
         let abort = self.abort.clone();
@@ -314,7 +314,7 @@ impl Transcriber {
         // SAFETY: the language, `abort` and `watch` outlive the call; the callbacks only read
         // `abort` through a shared reference, and read token text from the context and write
         // only the logits row they are handed.
-        unsafe { self.whisper.full(params) }.map_err(|rc| match &abort {
+        unsafe { self.whisper.full(params, &[]) }.map_err(|rc| match &abort {
             Some(check) if check() => AsrError::Aborted,
             _ => AsrError::Decode(format!("whisper.cpp failed ({rc})")),
         })?;
@@ -380,12 +380,6 @@ fn decode_params(
         params.max_tokens = n as i32;
     }
     params
-}
-
-/// The length whisper.cpp gives `samples` of 16 kHz audio, ms: its spectrogram's frames (10 ms
-/// each) over the audio, as it counts them.
-fn audio_duration_ms(samples: usize) -> i32 {
-    (1 + (samples + 200).saturating_sub(400) / 160) as i32 * 10
 }
 
 /// whisper.cpp's abort callback: asks the [`AbortCheck`] that `data` points at.
@@ -669,16 +663,16 @@ mod tests {
                 let text =
                     |w: &raw::Whisper| w.segments().into_iter().map(|s| s.text).collect::<String>();
                 // SAFETY: the language is static; no callbacks.
-                unsafe { whisper.full_with_samples(params, audio) }.unwrap();
+                unsafe { whisper.full(params, audio) }.unwrap();
                 let theirs = text(&whisper);
                 let frames = 2 * audio_ctx.unwrap_or(FULL_FRAMES);
                 whisper
-                    .set_mel(&mel.compute(audio, frames), 80, frames)
+                    .set_mel(mel.compute(audio, frames), 80, frames)
                     .unwrap();
                 let mut params = params;
-                params.duration_ms = audio_duration_ms(audio.len());
+                params.duration_ms = mel::audio_duration_ms(audio.len());
                 // SAFETY: as above.
-                unsafe { whisper.full(params) }.unwrap();
+                unsafe { whisper.full(params, &[]) }.unwrap();
                 let ours = text(&whisper);
                 assert!(
                     !ours.trim().is_empty(),

@@ -32,6 +32,8 @@ pub struct LogMel {
     scratch: Vec<realfft::num_complex::Complex<f32>>,
     power: [f32; BINS],
     padded: Vec<f32>,
+    /// The last spectrogram made.
+    mel: Vec<f32>,
 }
 
 impl LogMel {
@@ -56,6 +58,7 @@ impl LogMel {
             hann,
             power: [0.0; BINS],
             padded: Vec::new(),
+            mel: Vec::new(),
         })
     }
 
@@ -66,7 +69,7 @@ impl LogMel {
     /// The spectrogram of 16 kHz `samples` (at least 201 of them), `frames` frames long, band by
     /// band (`n_mel` rows of `frames` values), normalised as whisper.cpp does. Frames past the
     /// audio are those of silence, as whisper.cpp's padding makes them.
-    pub fn compute(&mut self, samples: &[f32], frames: usize) -> Vec<f32> {
+    pub fn compute(&mut self, samples: &[f32], frames: usize) -> &[f32] {
         let half = FRAME / 2;
         // whisper.cpp: the audio after a reflection of its first 200 samples (not counting the
         // first), then silence.
@@ -84,7 +87,9 @@ impl LogMel {
             .resize((spoken * HOP + FRAME).max(audio_end), 0.0);
 
         let n_mel = self.filters.n_mel;
-        let mut mel = vec![-10f32; n_mel * frames]; // log10(1e-10): a silent frame
+        let mel = &mut self.mel;
+        mel.clear();
+        mel.resize(n_mel * frames, -10.0); // log10(1e-10): a silent frame
         for i in 0..spoken {
             let offset = i * HOP;
             for (j, x) in self.frame.iter_mut().enumerate() {
@@ -119,7 +124,7 @@ impl LogMel {
         }
         // At most 8 (80 dB) below the loudest, then scaled to about -1..1.
         let floor = mel.iter().fold(-1e20f64, |m, &v| m.max(f64::from(v))) - 8.0;
-        for v in &mut mel {
+        for v in mel.iter_mut() {
             let clamped = if f64::from(*v) < floor {
                 floor as f32
             } else {
@@ -129,6 +134,12 @@ impl LogMel {
         }
         mel
     }
+}
+
+/// The length whisper.cpp gives `samples` of 16 kHz audio, ms: its spectrogram's frames over
+/// the audio (10 ms each), counted as it counts them.
+pub fn audio_duration_ms(samples: usize) -> i32 {
+    (1 + (samples + FRAME / 2).saturating_sub(FRAME) / HOP) as i32 * 10
 }
 
 #[cfg(test)]
@@ -194,7 +205,7 @@ mod tests {
             })
             .collect();
         let frames = 60; // past the audio's 32 frames: the rest is silence
-        let ours = mel.compute(&samples, frames);
+        let ours = mel.compute(&samples, frames).to_vec();
         let want = reference(&samples, frames, &f);
         let worst = ours
             .iter()

@@ -84,49 +84,31 @@ impl Whisper {
         }
     }
 
-    /// Decodes the spectrogram set by [`Whisper::set_mel`] with `params`; whisper.cpp's status
-    /// code on failure.
+    /// Decodes `samples` (16 kHz), or with none the spectrogram set by [`Whisper::set_mel`],
+    /// with `params`; whisper.cpp's status code on failure.
     ///
     /// # Safety
     /// Every pointer in `params` (language, callbacks and their data) must be valid for the
     /// whole call.
-    pub unsafe fn full(&mut self, params: sys::whisper_full_params) -> Result<(), i32> {
-        // SAFETY: valid context and state; no samples: the spectrogram set before is decoded.
-        let rc = unsafe {
-            sys::whisper_full_with_state(
-                self.ctx.as_ptr(),
-                self.state.as_ptr(),
-                params,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(rc)
-        }
-    }
-
-    /// [`Whisper::full`] on `samples`, whose spectrogram whisper.cpp computes itself: the
-    /// reference ours is tested against.
-    ///
-    /// # Safety
-    /// As [`Whisper::full`].
-    #[cfg(test)]
-    pub unsafe fn full_with_samples(
+    pub unsafe fn full(
         &mut self,
         params: sys::whisper_full_params,
         samples: &[f32],
     ) -> Result<(), i32> {
-        // SAFETY: valid context and state; `samples` is read during the call only.
+        let n = i32::try_from(samples.len()).map_err(|_| -1)?;
+        // SAFETY: valid context and state; `samples` is read during the call only (whisper.cpp
+        // computes the spectrogram from it unless it is empty).
         let rc = unsafe {
             sys::whisper_full_with_state(
                 self.ctx.as_ptr(),
                 self.state.as_ptr(),
                 params,
-                samples.as_ptr(),
-                samples.len() as i32,
+                if n == 0 {
+                    std::ptr::null()
+                } else {
+                    samples.as_ptr()
+                },
+                n,
             )
         };
         if rc == 0 {
