@@ -80,6 +80,11 @@ pub struct ConversationArgs {
     /// Silence that ends a turn whose transcript stops mid-sentence ("to the", "and"), ms.
     #[arg(long, default_value_t = ListenConfig::default().unfinished_end_silence_ms, value_name = "MS")]
     unfinished_silence_ms: f64,
+    /// A window of voice whose speech probability falls below this is the voice fading: the
+    /// final decode starts there, a window before the silence is heard, and is dropped if you
+    /// speak on. 0 waits for the silence.
+    #[arg(long, default_value_t = ListenConfig::default().fading_below, value_name = "P")]
+    fading_below: f32,
     /// Sampling temperature (0: greedy, reproducible).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -122,6 +127,7 @@ impl ConversationArgs {
             window,
             final_threads: config.threads,
             partials,
+            fading_below: self.fading_below.clamp(0.0, 1.0),
             ..ListenConfig::default()
         });
         config.preemptive = !self.no_preemptive;

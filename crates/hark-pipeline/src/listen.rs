@@ -3,12 +3,13 @@
 //!
 //! The recogniser does not wait for the turn to be over. While the user speaks it decodes the
 //! growing utterance every hop (partials, committed word by word by local agreement). The moment
-//! the voice activity detector hears silence begin, it decodes the utterance as it stands: if
-//! the silence lasts, that is the final transcript, ready before or soon after the turn is
-//! decided; if the user speaks again, it is dropped. That transcript also sets how long a silence
-//! ends the turn: short after a finished sentence, long after "I'd like to go to the", the
-//! default when it says neither; until it is known, only the long silence ends a turn (the reply
-//! could not start without it anyway).
+//! the voice fades (the voice activity detector's probability falls from full voice into the band
+//! above its silence threshold, as it does in the window where speech ends) or silence begins,
+//! it decodes the utterance as it stands: if the silence follows and lasts, that is the final
+//! transcript, ready before or soon after the turn is decided; if the user speaks on, it is
+//! dropped. That transcript also sets how long a silence ends the turn: short after a finished
+//! sentence, long after "I'd like to go to the", the default when it says neither; until it is
+//! known, only the long silence ends a turn (the reply could not start without it anyway).
 //!
 //! Offline, every decode really runs and its measured time is placed on the sample clock: a
 //! decode starts when its audio has arrived and the recogniser is free, and ends its measured
@@ -40,6 +41,13 @@ pub struct ListenConfig {
     /// The final decode's encoder window and threads.
     pub window: EncoderWindow,
     pub final_threads: usize,
+    /// A window heard as voice whose speech probability is below this and below the window
+    /// before's is the voice fading: the final decode starts there, a window or two before the
+    /// silence is heard (Silero's probability falls over a window or two where speech ends).
+    /// It is kept if the next window is silent, and dropped if the voice goes on (a window
+    /// still falling starts the next one). At or below the turn's `neg_threshold`, the final
+    /// decode waits for the silence.
+    pub fading_below: f32,
 }
 
 impl Default for ListenConfig {
@@ -51,6 +59,7 @@ impl Default for ListenConfig {
             stream: StreamConfig::default(),
             window: hark_asr::FITTED_WINDOW,
             final_threads: hark_asr::default_threads(),
+            fading_below: 0.8,
         }
     }
 }
@@ -153,6 +162,8 @@ struct Open {
     /// input): the end-of-turn silence is counted from here.
     speech_end: Option<usize>,
     next_hop: usize,
+    /// The last window's speech probability: a voice that falls further is fading.
+    last_p: f32,
     agreement: LocalAgreement,
     partials: Vec<Partial>,
     decode_ms: f64,
@@ -199,10 +210,11 @@ pub enum Heard {
     SpeechStarted(f64),
     /// A partial hypothesis of the turn being spoken.
     Partial(Partial),
-    /// Silence began and the utterance so far was decoded: the turn's transcript if the
-    /// silence lasts (a reply may start on it before the turn is decided).
+    /// The voice faded or silence began, and the utterance so far was decoded: the turn's
+    /// transcript if the silence follows and lasts (a reply may start on it before the turn is
+    /// decided).
     Paused(Transcript),
-    /// The user spoke again after [`Heard::Paused`]: that transcript no longer applies.
+    /// The user spoke on after [`Heard::Paused`]: that transcript no longer applies.
     Resumed,
     /// A turn, ended and transcribed.
     Turn(HeardTurn),
@@ -314,6 +326,7 @@ impl Listener {
                     silent: 0,
                     speech_end: None,
                     next_hop: i * WINDOW + cfg.stream.min_samples,
+                    last_p: p,
                     agreement: LocalAgreement::default(),
                     partials: Vec::new(),
                     decode_ms: 0.0,
@@ -326,17 +339,28 @@ impl Listener {
         };
         let audio_start = o.start.saturating_sub(self.pre_roll);
         if p >= c.neg_threshold {
-            // Speech (again): a final decode made at the pause no longer applies.
+            // Voice (still or again): a final decode made at a pause or as the voice faded no
+            // longer applies.
             if let Some(cand) = o.candidate.take() {
                 if cand.ready_ms <= now_ms {
                     o.dropped_finals += 1;
+                } else {
+                    // A live listener abandons it now (see `hark_asr::Transcriber::set_abort`).
+                    self.free_ms = now_ms;
                 }
                 heard.push(Heard::Resumed);
             }
+            let falling = p < std::mem::replace(&mut o.last_p, p);
+            let fading = p < cfg.fading_below;
+            let fades_now = fading && falling;
             o.last_speech = i;
             o.silent = 0;
             o.speech_end = None;
-            if cfg.partials && now >= o.next_hop && self.free_ms <= now_ms {
+            if fades_now && now - o.start >= self.min_speech {
+                let decoded = self.decode_final(audio.range(audio_start, now), now_ms, asr, clock);
+                return self.paused(decoded, heard);
+            }
+            if cfg.partials && !fading && now >= o.next_hop && self.free_ms <= now_ms {
                 let t = Instant::now();
                 let text = match asr
                     .transcribe_partial(audio.range(audio_start, now), cfg.stream.threads)
@@ -372,39 +396,16 @@ impl Listener {
             .get_or_insert_with(|| speech_end(self.floor_db, audio, o.start, vad_end, now));
         // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
         let long_enough = vad_end - o.start >= self.min_speech;
-        if o.silent == 1 && long_enough {
-            // Silence begins: abandon whatever is decoding and decode the utterance as it is.
-            o.partials.retain(|p| p.ready_ms <= now_ms);
-            let t = Instant::now();
-            let decoded =
-                asr.transcribe_with(audio.range(audio_start, now), cfg.window, cfg.final_threads);
-            let spent = t.elapsed().as_secs_f64() * 1000.0;
-            let stats = asr.last_stats();
-            tracing::debug!(
-                spent_ms = spent,
-                audio_ms = ms(now - audio_start),
-                decodes = stats.decodes,
-                tokens = stats.tokens,
-                cut_short = stats.cut_short,
-                "decoded at a pause"
-            );
-            o.decode_ms += spent;
-            self.free_ms = clock.finished(now_ms, spent);
-            match decoded {
-                // Stopped because the user spoke again: the turn goes on.
-                Err(hark_asr::AsrError::Aborted) => {}
-                Err(e) => return Err(e),
-                Ok(transcript) => {
-                    heard.push(Heard::Paused(transcript.clone()));
-                    o.candidate = Some(Candidate {
-                        transcript,
-                        stats,
-                        started_ms: now_ms,
-                        ready_ms: self.free_ms,
-                    })
-                }
-            }
+        o.last_p = p;
+        if o.silent == 1 && long_enough && o.candidate.is_none() {
+            // Silence begins (the voice did not fade first, or its decode was dropped): decode
+            // the utterance as it is.
+            let decoded = self.decode_final(audio.range(audio_start, now), now_ms, asr, clock);
+            self.paused(decoded, heard)?;
         }
+        let Some(o) = self.open.as_mut() else {
+            return Ok(());
+        };
         // The transcript decides how long a silence ends the turn; until it is known only the
         // longest silence does. Waiting for it costs nothing: the reply needs it anyway.
         let required_ms = match &o.candidate {
@@ -427,6 +428,58 @@ impl Listener {
         }
         if let Some(t) = self.close(now, audio) {
             heard.push(Heard::Turn(t));
+        }
+        Ok(())
+    }
+
+    /// Decodes `samples`, the open turn's utterance as it stands at `now_ms`, abandoning
+    /// whatever is decoding: the transcript the turn ends with if silence follows.
+    fn decode_final(
+        &mut self,
+        samples: &[f32],
+        now_ms: f64,
+        asr: &mut Transcriber,
+        clock: &dyn DecodeClock,
+    ) -> Result<Candidate, hark_asr::AsrError> {
+        let t = Instant::now();
+        let decoded = asr.transcribe_with(samples, self.cfg.window, self.cfg.final_threads);
+        let spent = t.elapsed().as_secs_f64() * 1000.0;
+        let stats = asr.last_stats();
+        tracing::debug!(
+            spent_ms = spent,
+            audio_ms = ms(samples.len()),
+            decodes = stats.decodes,
+            tokens = stats.tokens,
+            cut_short = stats.cut_short,
+            "decoded at a pause"
+        );
+        self.free_ms = clock.finished(now_ms, spent);
+        if let Some(o) = self.open.as_mut() {
+            o.decode_ms += spent;
+            o.partials.retain(|p| p.ready_ms <= now_ms);
+        }
+        Ok(Candidate {
+            transcript: decoded?,
+            stats,
+            started_ms: now_ms,
+            ready_ms: self.free_ms,
+        })
+    }
+
+    /// The open turn's final decode is done: its transcript is the turn's if the silence lasts.
+    /// A decode stopped because the user spoke on leaves the turn going on.
+    fn paused(
+        &mut self,
+        decoded: Result<Candidate, hark_asr::AsrError>,
+        heard: &mut Vec<Heard>,
+    ) -> Result<(), hark_asr::AsrError> {
+        let cand = match decoded {
+            Err(hark_asr::AsrError::Aborted) => return Ok(()),
+            other => other?,
+        };
+        heard.push(Heard::Paused(cand.transcript.clone()));
+        if let Some(o) = self.open.as_mut() {
+            o.candidate = Some(cand);
         }
         Ok(())
     }

@@ -274,10 +274,10 @@ struct Shared {
     /// Until when the player has audio placed, ms (f64 bits): the user speaking before then is
     /// a barge-in.
     speaking_until: AtomicU64,
-    /// Flips of the voice activity detector's speech/silence state so far, and the count a
-    /// decode started from: a flip since then abandons it.
-    flips: AtomicU64,
-    decode_base: AtomicU64,
+    /// What the voice activity detector has heard so far, and the counts the decode in flight
+    /// started from: see [`VoiceCounts::moot`].
+    voice: VoiceCounters,
+    base: Mutex<VoiceCounts>,
     /// A reply's first audio is being made: recognition holds back meanwhile (see `hear`).
     first_audio_pending: AtomicBool,
     /// The reply in progress and its cancel switch.
@@ -311,11 +311,85 @@ impl Shared {
     }
 }
 
+/// What abandons a decode in flight, counted by the voice activity detector: windows heard as
+/// voice, and changes that make a partial moot (the voice stopped or began to fade, so the final
+/// decode is due).
+#[derive(Debug, Default)]
+struct VoiceCounters {
+    voiced: AtomicU64,
+    changes: AtomicU64,
+}
+
+/// The counters as they were at a window, and whether that window was full voice (a decode on
+/// it is a partial; on any other, the final decode).
+#[derive(Debug, Clone, Copy, Default)]
+struct VoiceCounts {
+    voiced: u64,
+    changes: u64,
+    full_voice: bool,
+}
+
+impl VoiceCounters {
+    fn now(&self, full_voice: bool) -> VoiceCounts {
+        VoiceCounts {
+            voiced: self.voiced.load(Ordering::SeqCst),
+            changes: self.changes.load(Ordering::SeqCst),
+            full_voice,
+        }
+    }
+}
+
+impl VoiceCounts {
+    /// A decode that started from these counts is moot now: a partial once the voice changed,
+    /// a final decode (made as the voice faded, or at a pause) once voice was heard again.
+    fn moot(&self, now: &VoiceCounters) -> bool {
+        if self.full_voice {
+            now.changes.load(Ordering::SeqCst) != self.changes
+        } else {
+            now.voiced.load(Ordering::SeqCst) != self.voiced
+        }
+    }
+}
+
+/// The voice activity detector's speech/silence state (with the turn's hysteresis) and whether
+/// the voice is fading ([`crate::listen::ListenConfig::fading_below`]).
+#[derive(Debug, Default)]
+struct VoiceTracker {
+    speech: bool,
+    fading: bool,
+}
+
+impl VoiceTracker {
+    /// The next window's speech probability: counts it, and returns whether speech began and
+    /// the counts a decode on this window starts from.
+    fn hear(
+        &mut self,
+        p: f32,
+        turn: &hark_audio::TurnConfig,
+        fading_below: f32,
+        counters: &VoiceCounters,
+    ) -> (bool, VoiceCounts) {
+        let was = (self.speech, self.fading);
+        if (self.speech && p < turn.neg_threshold) || (!self.speech && p >= turn.threshold) {
+            self.speech = !self.speech;
+        }
+        self.fading = self.speech && p < fading_below;
+        if self.speech {
+            counters.voiced.fetch_add(1, Ordering::SeqCst);
+        }
+        if (was.0 && !self.speech) || (self.fading && !was.1) {
+            counters.changes.fetch_add(1, Ordering::SeqCst);
+        }
+        let began = self.speech && !was.0;
+        (began, counters.now(self.speech && !self.fading))
+    }
+}
+
 enum ToEar {
     Window {
         samples: Vec<f32>,
         p: f32,
-        flips: u64,
+        counts: VoiceCounts,
     },
     End,
 }
@@ -448,8 +522,8 @@ pub(crate) fn run(
     let shared = Arc::new(Shared {
         start: Instant::now(),
         speaking_until: AtomicU64::new(0f64.to_bits()),
-        flips: AtomicU64::new(0),
-        decode_base: AtomicU64::new(0),
+        voice: VoiceCounters::default(),
+        base: Mutex::new(VoiceCounts::default()),
         first_audio_pending: AtomicBool::new(false),
         current: Mutex::new(None),
         records: Mutex::new(BTreeMap::new()),
@@ -475,8 +549,17 @@ pub(crate) fn run(
     let timeline = std::thread::scope(|s| {
         let sh = &shared;
         let feeder = s.spawn(move || feed(input.as_mut(), echo_gate, &vad_tx, sh));
-        let vad =
-            s.spawn(move || listen_for_voice(turns, &vad_rx, &ear_tx, &control_tx, sh, &turn_cfg));
+        let vad = s.spawn(move || {
+            listen_for_voice(
+                turns,
+                &vad_rx,
+                &ear_tx,
+                &control_tx,
+                sh,
+                &turn_cfg,
+                &listen_cfg,
+            )
+        });
         let ear = s.spawn(move || {
             let ends = EarEnds {
                 brain: &brain_tx,
@@ -623,8 +706,8 @@ fn stop_reply(sh: &Shared) -> Option<usize> {
     Some(turn)
 }
 
-/// Voice activity for each window; flips the speech state for the listener's abort check and
-/// raises a barge-in when the user speaks while a reply is audible.
+/// Voice activity for each window; counts voice and its changes for the listener's abort check
+/// and raises a barge-in when the user speaks while a reply is audible.
 fn listen_for_voice(
     turns: &mut TurnDetector,
     input: &Receiver<Option<Vec<f32>>>,
@@ -632,17 +715,17 @@ fn listen_for_voice(
     control: &Sender<ToPlayerControl>,
     sh: &Shared,
     cfg: &hark_audio::TurnConfig,
+    listen_cfg: &crate::listen::ListenConfig,
 ) -> Result<(), PipelineError> {
     turns.start_stream();
-    let mut speech = false;
+    let mut voice = VoiceTracker::default();
     while let Ok(Some(window)) = input.recv() {
         let p = turns.next_probability(&window)?;
         let mut barge_in = sh.control.interrupt.swap(false, Ordering::SeqCst);
-        if (speech && p < cfg.neg_threshold) || (!speech && p >= cfg.threshold) {
-            speech = !speech;
-            sh.flips.fetch_add(1, Ordering::SeqCst);
+        let (began, counts) = voice.hear(p, cfg, listen_cfg.fading_below, &sh.voice);
+        if began {
             let playing_until = f64::from_bits(sh.speaking_until.load(Ordering::SeqCst));
-            barge_in |= speech && sh.now_ms() < playing_until;
+            barge_in |= sh.now_ms() < playing_until;
         }
         if barge_in {
             let now_ms = sh.now_ms();
@@ -656,7 +739,7 @@ fn listen_for_voice(
         let msg = ToEar::Window {
             samples: window,
             p,
-            flips: sh.flips.load(Ordering::SeqCst),
+            counts,
         };
         match ear.try_send(msg) {
             Ok(()) => {}
@@ -699,7 +782,7 @@ fn hear(
 ) -> Result<(), PipelineError> {
     let watch = Arc::clone(sh);
     asr.set_abort(Some(Arc::new(move || {
-        watch.flips.load(Ordering::SeqCst) != watch.decode_base.load(Ordering::SeqCst)
+        watch.base.lock().is_ok_and(|base| base.moot(&watch.voice))
     })));
     let clock = WallClock { start: sh.start };
     let mut listener = Listener::new(turn_cfg, listen_cfg, None);
@@ -727,10 +810,12 @@ fn hear(
                 ToEar::Window {
                     samples: window,
                     p,
-                    flips,
+                    counts,
                 } => {
                     samples.extend_from_slice(&window);
-                    sh.decode_base.store(flips, Ordering::SeqCst);
+                    if let Ok(mut base) = sh.base.lock() {
+                        *base = counts;
+                    }
                     let audio = Audio {
                         start,
                         samples: &samples,
@@ -745,8 +830,9 @@ fn hear(
                     }
                 }
                 ToEar::End => {
-                    sh.decode_base
-                        .store(sh.flips.load(Ordering::SeqCst), Ordering::SeqCst);
+                    if let Ok(mut base) = sh.base.lock() {
+                        *base = sh.voice.now(false);
+                    }
                     let audio = Audio {
                         start,
                         samples: &samples,
@@ -1435,6 +1521,31 @@ fn cut(
 mod tests {
     use super::*;
     use hark_audio::device::PlaybackLevel;
+
+    #[test]
+    fn a_partial_is_moot_once_the_voice_changes_a_final_decode_once_voice_returns() {
+        let turn = hark_audio::TurnConfig::default();
+        let counters = VoiceCounters::default();
+        let mut voice = VoiceTracker::default();
+        let mut hear = |p: f32| voice.hear(p, &turn, 0.8, &counters);
+        assert!(hear(0.9).0, "speech begins");
+        let (_, partial) = hear(0.95);
+        assert!(partial.full_voice && !partial.moot(&counters));
+        // The voice fades: the partial is moot; the final decode made now is not.
+        let (began, fading) = hear(0.6);
+        assert!(!began && !fading.full_voice);
+        assert!(partial.moot(&counters) && !fading.moot(&counters));
+        // Silence follows: it stands, and so does one made at the pause ...
+        let (_, pause) = hear(0.1);
+        assert!(!fading.moot(&counters) && !pause.moot(&counters));
+        // ... until the user speaks again.
+        assert!(hear(0.9).0);
+        assert!(fading.moot(&counters) && pause.moot(&counters));
+        // A fading decode followed by more voice is moot at once.
+        let (_, fading) = hear(0.5);
+        hear(0.4);
+        assert!(fading.moot(&counters));
+    }
 
     #[test]
     fn the_echo_gate_learns_the_echo_path_and_lets_louder_speech_through() {

@@ -258,3 +258,104 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
         most_kept / ASR_SAMPLE_RATE as usize
     );
 }
+
+/// Feeds `probs` (one per window of `audio`) to a listener a window at a time; returns all it
+/// heard.
+fn hear_windows(
+    ears: &mut Ears,
+    audio: &[f32],
+    probs: &[f32],
+    cfg: &ListenConfig,
+) -> Vec<hark_pipeline::listen::Heard> {
+    use hark_pipeline::listen::{Audio, Listener, SampleClock};
+    let mut listener = Listener::new(&TurnConfig::default(), cfg, None);
+    let mut heard = Vec::new();
+    for (i, &p) in probs.iter().enumerate() {
+        let end = ((i + 1) * hark_audio::vad::WINDOW).min(audio.len());
+        let view = Audio::whole(&audio[..end]);
+        listener
+            .push(p, view, &mut ears.asr, &SampleClock, &mut heard)
+            .unwrap();
+    }
+    listener
+        .finish(Audio::whole(audio), &mut ears.asr, &SampleClock, &mut heard)
+        .unwrap();
+    heard
+}
+
+#[test]
+fn the_final_decode_starts_as_the_voice_fades() {
+    // Silero's probability falls over a window or two where speech ends: the final decode
+    // starts in the window where it falls below `fading_below`, one window before the one
+    // heard as silence, and hears the same words.
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let audio = [silence(300), goforward(), silence(1500)].concat();
+    let probs = ears.detector.probabilities(&audio).unwrap();
+    let turn_cfg = TurnConfig::default();
+    let fading = ListenConfig::default();
+    let at_silence = ListenConfig {
+        fading_below: turn_cfg.neg_threshold,
+        ..fading
+    };
+    let (early, late) = (
+        ears.listen(&audio, &fading),
+        ears.listen(&audio, &at_silence),
+    );
+    assert_eq!((early.len(), late.len()), (1, 1), "{early:?} {late:?}");
+    let (early, late) = (&early[0], &late[0]);
+    assert_eq!(early.transcript.text, late.transcript.text);
+    assert_eq!(early.transcript.text, "Go forward 10 meters.");
+    let window_ms = hark_audio::vad::WINDOW as f64 / 16.0;
+    // This recording's last voiced window is a fading one (measured: p 0.37).
+    let last_voiced = (early.turn.speech_end_ms() / window_ms).ceil() as usize - 1;
+    let p = probs[last_voiced];
+    assert!(
+        p >= turn_cfg.neg_threshold && p < fading.fading_below,
+        "{p}"
+    );
+    assert_eq!(early.final_started_ms, late.final_started_ms - window_ms);
+    assert_eq!(early.turn.speech_end, late.turn.speech_end);
+}
+
+#[test]
+fn a_decode_made_as_the_voice_faded_is_dropped_when_the_voice_goes_on() {
+    use hark_pipeline::listen::Heard;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let audio = [silence(300), goforward(), silence(1500)].concat();
+    let mut probs = ears.detector.probabilities(&audio).unwrap();
+    // A dip mid-word: one fading window after full voice, and full voice again after it.
+    let speech: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] >= 0.8).collect();
+    let mid = speech[speech.len() / 2];
+    probs[mid - 1] = 0.95;
+    probs[mid] = 0.6;
+    probs[mid + 1] = 0.95;
+    let heard = hear_windows(&mut ears, &audio, &probs, &ListenConfig::default());
+    let kinds: Vec<String> = heard
+        .iter()
+        .map(|h| match h {
+            Heard::SpeechStarted(_) => "started".to_string(),
+            Heard::Partial(_) => "partial".to_string(),
+            Heard::Paused(t) => format!("paused {:?}", t.text),
+            Heard::Resumed => "resumed".to_string(),
+            Heard::Turn(t) => format!("turn {:?}", t.transcript.text),
+        })
+        .collect();
+    // The dip's transcript was made and dropped; the turn ends with the whole utterance's.
+    let at = |k: &str| kinds.iter().position(|x| x.starts_with(k));
+    let (Some(paused), Some(resumed)) = (at("paused"), at("resumed")) else {
+        panic!("{kinds:?}");
+    };
+    assert!(paused < resumed, "{kinds:?}");
+    assert_ne!(
+        kinds[paused], "paused \"Go forward 10 meters.\"",
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("turn \"Go forward 10 meters.\""),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| k.starts_with("turn")).count(), 1);
+}
