@@ -41,6 +41,9 @@ impl Default for TurnConfig {
     }
 }
 
+/// Below this RMS (-90 dBFS, one step of 16-bit audio) a window is digital silence.
+pub const DIGITAL_SILENCE_RMS: f32 = 3.16e-5;
+
 /// One spoken turn, in samples at 16 kHz from the start of the input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Turn {
@@ -151,6 +154,13 @@ impl TurnDetector {
         self.recent.extend_from_slice(window);
         let excess = self.recent.len().saturating_sub(WARM_UP * WINDOW);
         self.recent.drain(..excess);
+        // Silero's probability stays high for up to three windows of digital silence after a
+        // voice (measured on the bundled espeak-ng questions): a window with no signal at all
+        // holds no voice, whatever it says. No microphone is that quiet, only a file or a
+        // muted input.
+        if hark_core::audio::rms(window) < DIGITAL_SILENCE_RMS {
+            return Ok(0.0);
+        }
         Ok(p)
     }
 

@@ -117,3 +117,30 @@ fn the_webrtc_gate_skips_silence_and_keeps_the_turns() {
     // Over half the input is silence; Silero must have been spared most of it.
     assert!(ran * 10 < all * 7, "Silero ran on {ran} of {all} windows");
 }
+
+#[test]
+fn digital_silence_after_a_voice_is_heard_as_silence_at_once() {
+    // The bundled espeak-ng question ends in digital silence, in which Silero's probability
+    // stays above the silence threshold for a window or more (measured: 0.78 after the last
+    // word); a window with no signal is silence whatever Silero says.
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let question = hark_audio::read_wav(&assets.join("question-capital.wav"))
+        .unwrap()
+        .audio;
+    let question = hark_audio::resample(&question, 16_000).unwrap().samples;
+    let voiced = question
+        .iter()
+        .rposition(|s| s.abs() > 1e-4)
+        .expect("a voice");
+    let mut input = vec![0.0; 8_000];
+    input.extend(&question[..=voiced]);
+    let tail_start = input.len();
+    input.extend(vec![0.0; 16_000]);
+    let mut d = detector();
+    let probs = d.probabilities(&input).unwrap();
+    let w = hark_audio::vad::WINDOW;
+    // Every window wholly after the voice is silence; the one it ends in is still voice.
+    let first_silent = tail_start.div_ceil(w);
+    assert!(probs[first_silent..].iter().all(|&p| p == 0.0), "{probs:?}");
+    assert!(probs[first_silent - 2] >= 0.5, "{probs:?}");
+}

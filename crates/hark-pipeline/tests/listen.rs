@@ -90,8 +90,8 @@ fn the_final_transcript_is_ready_when_the_turn_ends() {
 fn the_silence_that_ends_a_turn_is_counted_from_the_end_of_speech() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let mut ears = ears();
-    // The bundled espeak-ng question ends in digital silence, which Silero hears begin about
-    // 100 ms after the last word (measured).
+    // The bundled espeak-ng question ends in digital silence, which Silero alone heard begin
+    // about 100 ms after the last word (measured; such windows are now silence at once).
     let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
     let question = hark_audio::read_wav(&assets.join("question-capital.wav"))
         .unwrap()
