@@ -253,11 +253,16 @@ pub fn noise_floor_db(samples: &[f32]) -> f32 {
     levels[levels.len() / 10]
 }
 
+/// The level of the loudest 10 ms frame of `samples`.
+pub fn peak_db(samples: &[f32]) -> f32 {
+    samples.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max)
+}
+
 /// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor: the
 /// speech's real end, independent of the detector's hangover.
 pub fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
     let region = &samples[start..vad_end];
-    let peak_db = region.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max);
+    let peak_db = peak_db(region);
     let threshold = floor_db + ((peak_db - floor_db) * 0.25).max(6.0);
     region
         .chunks(FRAME)

@@ -316,6 +316,17 @@ fn the_final_decode_starts_as_the_voice_fades() {
     );
     assert_eq!(early.final_started_ms, late.final_started_ms - window_ms);
     assert_eq!(early.turn.speech_end, late.turn.speech_end);
+
+    // In white noise at 10 dB SNR the speech stands less than 25 dB above the floor: the final
+    // decode waits for the silence (one window short, it heard worse there).
+    let noise = hark_core::audio::white_noise(audio.len(), 0.5, 0x9e37_79b9_7f4a_7c15);
+    let noisy = hark_core::audio::add_noise_at_snr(&audio, &goforward(), &noise, 10.0);
+    let (early, late) = (
+        ears.listen(&noisy, &fading),
+        ears.listen(&noisy, &at_silence),
+    );
+    assert_eq!((early.len(), late.len()), (1, 1), "{early:?} {late:?}");
+    assert_eq!(early[0].final_started_ms, late[0].final_started_ms);
 }
 
 #[test]
