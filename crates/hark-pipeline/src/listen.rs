@@ -582,9 +582,6 @@ impl Listener {
     }
 }
 
-/// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
-/// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
-/// noise, and as cheap an hour into a conversation as at its start).
 /// Whether the speech of the turn begun at `start` stands [`FADING_MIN_RANGE_DB`] above the
 /// noise floor (the input's, else measured on the last 30 s heard).
 fn clear_of_noise(floor_db: Option<f32>, audio: Audio<'_>, start: usize, now: usize) -> bool {
@@ -593,6 +590,9 @@ fn clear_of_noise(floor_db: Option<f32>, audio: Audio<'_>, start: usize, now: us
     peak_db(audio.range(start, now)) - floor_db >= FADING_MIN_RANGE_DB
 }
 
+/// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
+/// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
+/// noise, and as cheap an hour into a conversation as at its start).
 fn speech_end(
     floor_db: Option<f32>,
     audio: Audio<'_>,

@@ -864,7 +864,7 @@ fn hear(
                     },
                     Heard::Turn(t) => {
                         tracing::debug!(
-                            silence_onset_ms = t.final_started_ms - t.turn.speech_end_ms(),
+                            final_decode_start_ms = t.final_started_ms - t.turn.speech_end_ms(),
                             decode_ms = t.final_spent_ms,
                             endpoint_ms = t.endpoint_ms,
                             lag_ms = sh.now_ms() - t.turn.decided_ms(),
