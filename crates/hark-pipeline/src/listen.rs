@@ -353,7 +353,8 @@ impl Listener {
                 if cand.ready_ms <= now_ms {
                     o.dropped_finals += 1;
                 } else {
-                    // A live listener abandons it now (see `hark_asr::Transcriber::set_abort`).
+                    // A live listener abandons it now (`hark_asr::Transcriber::set_abort`; an
+                    // encoder already running runs to its end).
                     self.free_ms = now_ms;
                 }
                 heard.push(Heard::Resumed);
@@ -618,6 +619,24 @@ pub fn listen(
     turn: &TurnConfig,
     cfg: &ListenConfig,
 ) -> Result<Vec<HeardTurn>, hark_asr::AsrError> {
+    Ok(hear_all(probs, samples, asr, turn, cfg)?
+        .into_iter()
+        .filter_map(|h| match h {
+            Heard::Turn(t) => Some(t),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Everything [`listen`] hears, in order: speech starts, partials, transcripts decoded as the
+/// voice faded or at a pause (and dropped when the voice went on), and the turns.
+pub fn hear_all(
+    probs: &[f32],
+    samples: &[f32],
+    asr: &mut Transcriber,
+    turn: &TurnConfig,
+    cfg: &ListenConfig,
+) -> Result<Vec<Heard>, hark_asr::AsrError> {
     let mut listener = Listener::new(turn, cfg, Some(noise_floor_db(samples)));
     let mut heard = Vec::new();
     let audio = Audio::whole(samples);
@@ -625,13 +644,7 @@ pub fn listen(
         listener.push(p, audio, asr, &SampleClock, &mut heard)?;
     }
     listener.finish(audio, asr, &SampleClock, &mut heard)?;
-    Ok(heard
-        .into_iter()
-        .filter_map(|h| match h {
-            Heard::Turn(t) => Some(t),
-            _ => None,
-        })
-        .collect())
+    Ok(heard)
 }
 
 #[cfg(test)]

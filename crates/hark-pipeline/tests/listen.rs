@@ -259,30 +259,6 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     );
 }
 
-/// Feeds `probs` (one per window of `audio`) to a listener a window at a time; returns all it
-/// heard.
-fn hear_windows(
-    ears: &mut Ears,
-    audio: &[f32],
-    probs: &[f32],
-    cfg: &ListenConfig,
-) -> Vec<hark_pipeline::listen::Heard> {
-    use hark_pipeline::listen::{Audio, Listener, SampleClock};
-    let mut listener = Listener::new(&TurnConfig::default(), cfg, None);
-    let mut heard = Vec::new();
-    for (i, &p) in probs.iter().enumerate() {
-        let end = ((i + 1) * hark_audio::vad::WINDOW).min(audio.len());
-        let view = Audio::whole(&audio[..end]);
-        listener
-            .push(p, view, &mut ears.asr, &SampleClock, &mut heard)
-            .unwrap();
-    }
-    listener
-        .finish(Audio::whole(audio), &mut ears.asr, &SampleClock, &mut heard)
-        .unwrap();
-    heard
-}
-
 #[test]
 fn the_final_decode_starts_as_the_voice_fades() {
     // Silero's probability falls over a window or two where speech ends: the final decode
@@ -342,7 +318,14 @@ fn a_decode_made_as_the_voice_faded_is_dropped_when_the_voice_goes_on() {
     probs[mid - 1] = 0.95;
     probs[mid] = 0.6;
     probs[mid + 1] = 0.95;
-    let heard = hear_windows(&mut ears, &audio, &probs, &ListenConfig::default());
+    let heard = hark_pipeline::listen::hear_all(
+        &probs,
+        &audio,
+        &mut ears.asr,
+        &TurnConfig::default(),
+        &ListenConfig::default(),
+    )
+    .unwrap();
     let kinds: Vec<String> = heard
         .iter()
         .map(|h| match h {
