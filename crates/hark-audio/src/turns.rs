@@ -258,12 +258,32 @@ pub fn peak_db(samples: &[f32]) -> f32 {
     samples.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max)
 }
 
-/// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor: the
-/// speech's real end, independent of the detector's hangover.
+/// The level of the quietest 10 ms frame of `samples` (-120 dB when empty).
+pub fn quietest_db(samples: &[f32]) -> f32 {
+    samples
+        .chunks(FRAME)
+        .map(frame_db)
+        .reduce(f32::min)
+        .unwrap_or(-120.0)
+}
+
+/// The level above which a 10 ms frame of `speech` counts as part of it: a quarter of the way
+/// from the noise floor (`floor_db`) to the speech's loudest frame, and at least 6 dB above the
+/// floor.
+pub fn speech_level_db(speech: &[f32], floor_db: f32) -> f32 {
+    floor_db + ((peak_db(speech) - floor_db) * 0.25).max(6.0)
+}
+
+/// Whether every 10 ms frame of `samples` is at or below `level_db`.
+pub fn is_quiet(samples: &[f32], level_db: f32) -> bool {
+    samples.chunks(FRAME).all(|f| frame_db(f) <= level_db)
+}
+
+/// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor (above
+/// [`speech_level_db`]): the speech's real end, independent of the detector's hangover.
 pub fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
     let region = &samples[start..vad_end];
-    let peak_db = peak_db(region);
-    let threshold = floor_db + ((peak_db - floor_db) * 0.25).max(6.0);
+    let threshold = speech_level_db(region, floor_db);
     region
         .chunks(FRAME)
         .enumerate()

@@ -19,7 +19,10 @@
 use std::time::Instant;
 
 use hark_asr::{DecodeStats, EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
-use hark_audio::turns::{noise_floor_db, peak_db, precise_speech_end};
+use hark_audio::turns::{
+    is_quiet, noise_floor_db, peak_db, precise_speech_end, quietest_db, speech_level_db,
+    DIGITAL_SILENCE_RMS,
+};
 use hark_audio::vad::WINDOW;
 use hark_audio::{Turn, TurnConfig};
 use hark_core::audio::samples_to_ms;
@@ -71,6 +74,12 @@ impl Default for ListenConfig {
 /// SNR (16-22 dB here) cost 2-4 words of 121 on `hark bench asr`, against none on the clean
 /// recordings (25-40 dB above their own noise).
 pub const FADING_MIN_RANGE_DB: f32 = 25.0;
+
+/// How often the listener hears the input, samples: 8 ms, a quarter of a voice-activity window.
+/// Speech is told from silence a window at a time, but once a turn's end silence has been heard
+/// window by window, its last few milliseconds need only be quiet: the turn ends on the frame
+/// it is due ([`Listener::heard_to`]), not up to a window (32 ms) later.
+pub const FRAME: usize = WINDOW / 4;
 
 /// How much audio before a turn's end its noise floor is measured on: 30 s.
 const NOISE_FLOOR_SPAN: usize = 30 * hark_core::ASR_SAMPLE_RATE as usize;
@@ -153,6 +162,14 @@ pub fn completion(text: &str) -> Completion {
     }
 }
 
+/// Where a turn's speech ended (a position in the input), and the level above which a 10 ms
+/// frame after it would be speech again.
+#[derive(Debug, Clone, Copy)]
+struct SpeechEnd {
+    at: usize,
+    level_db: f32,
+}
+
 /// A decode on the sample clock: its result and when it is ready.
 struct Candidate {
     transcript: Transcript,
@@ -166,9 +183,9 @@ struct Open {
     start: usize,
     last_speech: usize,
     silent: usize,
-    /// Where the speech really ended, found when the silence after it began (positions in the
-    /// input): the end-of-turn silence is counted from here.
-    speech_end: Option<usize>,
+    /// Where the speech really ended, found when the silence after it began: the end-of-turn
+    /// silence is counted from here.
+    speech_end: Option<SpeechEnd>,
     next_hop: usize,
     /// The last window's speech probability: a voice that falls further is fading.
     last_p: f32,
@@ -403,9 +420,10 @@ impl Listener {
         // The detector hears silence a window or three after the voice stops (Silero's
         // probability falls slowly): the silence that ends the turn is counted from the end
         // of the speech in the signal, the same point V2V is measured from.
-        let speech_end = *o
+        let speech_end = o
             .speech_end
-            .get_or_insert_with(|| speech_end(self.floor_db, audio, o.start, vad_end, now));
+            .get_or_insert_with(|| speech_end(self.floor_db, audio, o.start, vad_end, now))
+            .at;
         // A burst shorter than a turn (a cough, a click) is never decoded: it will be dropped.
         let long_enough = vad_end - o.start >= self.min_speech;
         o.last_p = p;
@@ -418,30 +436,43 @@ impl Listener {
         let Some(o) = self.open.as_mut() else {
             return Ok(());
         };
-        // The transcript decides how long a silence ends the turn; until it is known only the
-        // longest silence does. Waiting for it costs nothing: the reply needs it anyway.
-        let required_ms = match &o.candidate {
-            Some(cand) if cand.ready_ms <= now_ms => {
-                if cand.transcript.text.is_empty() {
-                    c.end_silence_ms
-                } else {
-                    match completion(&cand.transcript.text) {
-                        Completion::Finished => cfg.finished_end_silence_ms,
-                        Completion::Unfinished => cfg.unfinished_end_silence_ms,
-                        Completion::Unclear => c.end_silence_ms,
-                    }
-                }
-            }
-            _ if !long_enough => c.end_silence_ms,
-            _ => cfg.unfinished_end_silence_ms.max(c.end_silence_ms),
-        };
-        if ms(now.saturating_sub(speech_end)) < required_ms {
+        if ms(now.saturating_sub(speech_end)) < end_silence_ms(o, long_enough, now_ms, &c, &cfg) {
             return Ok(());
         }
         if let Some(t) = self.close(now, audio) {
             heard.push(Heard::Turn(t));
         }
         Ok(())
+    }
+
+    /// The input has reached `to` (samples), part-way into the window after the last one
+    /// pushed; `audio` holds it through `to`. A turn in its end silence ends here if that
+    /// silence has lasted as long as its transcript asks and the audio since the last window
+    /// is quiet (no 10 ms frame at the turn's speech level): the turn is decided on the frame
+    /// it is due. Speech is still only told from silence a window at a time: what comes back
+    /// with voice after the turn's end opens the next turn.
+    pub fn heard_to(&mut self, to: usize, audio: Audio<'_>, heard: &mut Vec<Heard>) {
+        let heard_windows = self.windows * WINDOW;
+        let Some(o) = self.open.as_ref() else {
+            return;
+        };
+        let Some(end) = o.speech_end else {
+            return;
+        };
+        if to <= heard_windows || to > audio.end() {
+            return;
+        }
+        let vad_end = ((o.last_speech + 1) * WINDOW).min(audio.end());
+        let long_enough = vad_end - o.start >= self.min_speech;
+        let required_ms = end_silence_ms(o, long_enough, ms(to), &self.turn, &self.cfg);
+        if ms(to.saturating_sub(end.at)) < required_ms
+            || !is_quiet(audio.range(heard_windows, to), end.level_db)
+        {
+            return;
+        }
+        if let Some(t) = self.close(to, audio) {
+            heard.push(Heard::Turn(t));
+        }
     }
 
     /// Decodes `samples`, the open turn's utterance as it stands at `now_ms`, abandoning
@@ -508,7 +539,8 @@ impl Listener {
             speech_start: o.start,
             speech_end: o
                 .speech_end
-                .unwrap_or_else(|| speech_end(self.floor_db, audio, o.start, vad_end, now)),
+                .unwrap_or_else(|| speech_end(self.floor_db, audio, o.start, vad_end, now))
+                .at,
             decided_at: now,
         };
         Some(HeardTurn {
@@ -564,7 +596,7 @@ impl Listener {
         let turn = Turn {
             audio_start,
             speech_start: o.start,
-            speech_end: speech_end(self.floor_db, audio, o.start, vad_end, end),
+            speech_end: speech_end(self.floor_db, audio, o.start, vad_end, end).at,
             decided_at: end,
         };
         heard.push(Heard::Turn(HeardTurn {
@@ -591,21 +623,61 @@ fn clear_of_noise(floor_db: Option<f32>, audio: Audio<'_>, start: usize, now: us
     peak_db(audio.range(start, now)) - floor_db >= FADING_MIN_RANGE_DB
 }
 
+/// How long a silence after the open turn's speech ends it, at `now_ms`. The transcript decides;
+/// until it is known only the longest silence does (waiting for it costs nothing: the reply
+/// needs it anyway). A burst too short to be a turn (`!long_enough`) is never decoded, and is
+/// dropped after the detector's own end-of-turn silence.
+fn end_silence_ms(
+    o: &Open,
+    long_enough: bool,
+    now_ms: f64,
+    c: &TurnConfig,
+    cfg: &ListenConfig,
+) -> f64 {
+    match &o.candidate {
+        Some(cand) if cand.ready_ms <= now_ms => {
+            if cand.transcript.text.is_empty() {
+                c.end_silence_ms
+            } else {
+                match completion(&cand.transcript.text) {
+                    Completion::Finished => cfg.finished_end_silence_ms,
+                    Completion::Unfinished => cfg.unfinished_end_silence_ms,
+                    Completion::Unclear => c.end_silence_ms,
+                }
+            }
+        }
+        _ if !long_enough => c.end_silence_ms,
+        _ => cfg.unfinished_end_silence_ms.max(c.end_silence_ms),
+    }
+}
+
 /// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
 /// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
 /// noise, and as cheap an hour into a conversation as at its start).
+///
+/// A floor of digital silence says the input was padded with zeros (a file; no microphone is
+/// that quiet), not that its speech was recorded in silence: the speech's background is then
+/// what follows it, heard as silence (`vad_end..now`). Against a floor of zeros, every frame of a
+/// padded recording's room noise read as speech, and its end fell where the detector's hangover
+/// ended instead.
 fn speech_end(
     floor_db: Option<f32>,
     audio: Audio<'_>,
     start: usize,
     vad_end: usize,
     now: usize,
-) -> usize {
-    let floor_db = floor_db
+) -> SpeechEnd {
+    let mut floor_db = floor_db
         .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)));
+    if floor_db < 20.0 * DIGITAL_SILENCE_RMS.log10() && now > vad_end {
+        floor_db = quietest_db(audio.range(vad_end, now));
+    }
     let start = start.max(audio.start);
     let region = audio.range(start, vad_end);
-    start + precise_speech_end(region, 0, region.len(), floor_db)
+    SpeechEnd {
+        at: start + precise_speech_end(region, 0, region.len(), floor_db),
+        level_db: speech_level_db(region, floor_db),
+    }
 }
 
 /// Turns and transcripts of `samples` (16 kHz mono), given the VAD's speech probability for
@@ -640,8 +712,15 @@ pub fn hear_all(
     let mut listener = Listener::new(turn, cfg, Some(noise_floor_db(samples)));
     let mut heard = Vec::new();
     let audio = Audio::whole(samples);
-    for &p in probs {
+    for (i, &p) in probs.iter().enumerate() {
         listener.push(p, audio, asr, &SampleClock, &mut heard)?;
+        // The frames of the next window, as a live input hands them on.
+        let window_end = (i + 1) * WINDOW;
+        for to in (window_end + FRAME..window_end + WINDOW).step_by(FRAME) {
+            if to <= samples.len() && listener.in_turn() {
+                listener.heard_to(to, audio, &mut heard);
+            }
+        }
     }
     listener.finish(audio, asr, &SampleClock, &mut heard)?;
     Ok(heard)

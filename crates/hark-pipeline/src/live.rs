@@ -40,14 +40,16 @@ use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 
 use crate::brain::{heard_part, Brain};
-use crate::listen::{Audio, Heard, Listener, WallClock};
+use crate::listen::{Audio, Heard, Listener, WallClock, FRAME};
 use crate::timeline::Timeline;
 use crate::{complete_sentences, PipelineError, CLAUSE_SILENCE};
 
 /// What a live input hands over.
 pub enum Captured {
-    /// The next window: [`WINDOW`] samples of 16 kHz mono.
-    Window(Vec<f32>),
+    /// The next frame: [`FRAME`] samples (8 ms) of 16 kHz mono. Speech is told from silence a
+    /// window ([`WINDOW`], four frames) at a time, but a turn's end is decided on the frame it
+    /// is due.
+    Frame(Vec<f32>),
     /// Nothing yet (the device is late); ask again.
     Waiting,
     /// The input is over.
@@ -56,8 +58,8 @@ pub enum Captured {
 
 /// Where live audio comes from: a microphone, or a file fed at real-time pace.
 pub trait LiveInput: Send {
-    /// The next window, waiting for it a short while (tens of ms) at most.
-    fn next_window(&mut self) -> Result<Captured, PipelineError>;
+    /// The next frame, waiting for it a short while (tens of ms) at most.
+    fn next_frame(&mut self) -> Result<Captured, PipelineError>;
 }
 
 /// Where replies are heard: a speaker. (They are always placed on the run's [`Timeline`] too.)
@@ -74,11 +76,11 @@ pub trait LiveOutput: Send {
     fn queued_ms(&self) -> f64;
 }
 
-/// A microphone: windows as the sound card captures them.
+/// A microphone: frames as the sound card captures them.
 impl LiveInput for hark_audio::device::MicrophoneReader {
-    fn next_window(&mut self) -> Result<Captured, PipelineError> {
-        Ok(match self.read(WINDOW, Duration::from_millis(50))? {
-            Some(window) => Captured::Window(window),
+    fn next_frame(&mut self) -> Result<Captured, PipelineError> {
+        Ok(match self.read(FRAME, Duration::from_millis(50))? {
+            Some(frame) => Captured::Frame(frame),
             None => Captured::Waiting,
         })
     }
@@ -103,7 +105,7 @@ impl LiveOutput for hark_audio::device::SpeakerWriter {
     }
 }
 
-/// A whole recording handed on a window at a time at real-time pace: a simulated microphone.
+/// A whole recording handed on a frame at a time at real-time pace: a simulated microphone.
 pub struct PacedInput<'a> {
     samples: &'a [f32],
     fed: usize,
@@ -122,20 +124,20 @@ impl<'a> PacedInput<'a> {
 }
 
 impl LiveInput for PacedInput<'_> {
-    fn next_window(&mut self) -> Result<Captured, PipelineError> {
+    fn next_frame(&mut self) -> Result<Captured, PipelineError> {
         let start = *self.start.get_or_insert_with(Instant::now);
-        let end = (self.fed + WINDOW).min(self.samples.len());
+        let end = (self.fed + FRAME).min(self.samples.len());
         if self.fed >= end {
             return Ok(Captured::Ended);
         }
-        let window = self.samples[self.fed..end].to_vec();
+        let frame = self.samples[self.fed..end].to_vec();
         self.fed = end;
         // Handed on once it has been "captured".
         let due = start + Duration::from_secs_f64(self.fed as f64 / ASR_SAMPLE_RATE as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        Ok(Captured::Window(window))
+        Ok(Captured::Frame(frame))
     }
 }
 
@@ -190,6 +192,11 @@ pub struct EchoGate {
 impl EchoGate {
     /// The quietest echo path assumed (-40 dB): nothing is heard as louder than silence.
     const MIN_GAIN: f32 = 0.01;
+    /// How far each quieter frame pulls the echo path's gain towards it (0.3 a window of four
+    /// frames: 1 - 0.7^(1/4)).
+    const FALL: f32 = 0.085;
+    /// How much the gain creeps back up each frame (0.2 % a window: about 0.5 dB a second).
+    const RISE: f32 = 1.0005;
 
     /// `margin_db`: how much louder than the echo speech must be to get through.
     pub fn new(level: hark_audio::device::PlaybackLevel, margin_db: f32) -> Self {
@@ -200,19 +207,19 @@ impl EchoGate {
         }
     }
 
-    /// Whether a window of the given RMS gets through now.
-    fn passes(&mut self, window_rms: f32) -> bool {
+    /// Whether a frame of the given RMS gets through now.
+    fn passes(&mut self, frame_rms: f32) -> bool {
         let playback = self.level.get();
         if playback < 1e-4 {
             return true;
         }
-        let ratio = window_rms / playback;
+        let ratio = frame_rms / playback;
         self.echo_gain = if ratio < self.echo_gain {
-            (0.7 * self.echo_gain + 0.3 * ratio).max(Self::MIN_GAIN)
+            ((1.0 - Self::FALL) * self.echo_gain + Self::FALL * ratio).max(Self::MIN_GAIN)
         } else {
-            (self.echo_gain * 1.002).min(1.0)
+            (self.echo_gain * Self::RISE).min(1.0)
         };
-        window_rms > self.margin * self.echo_gain * playback
+        frame_rms > self.margin * self.echo_gain * playback
     }
 }
 
@@ -260,9 +267,9 @@ impl<'a> LiveIo<'a> {
 /// What a live run counts besides its turns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LiveStats {
-    /// Input windows that waited because recognition was behind (none are lost).
+    /// Input frames that waited because recognition was behind (none are lost).
     pub input_waits: u64,
-    /// Input windows taken for the speaker's echo and heard as silence.
+    /// Input frames taken for the speaker's echo and heard as silence.
     pub echo_gated: u64,
     /// Reply pieces that came too late to follow the audio before them: a gap was heard.
     pub late_pieces: u64,
@@ -386,12 +393,18 @@ impl VoiceTracker {
 }
 
 enum ToEar {
-    Window {
+    /// The next frame of input, and the voice activity of the window it completes, if it does.
+    Frame {
         samples: Vec<f32>,
-        p: f32,
-        counts: VoiceCounts,
+        window: Option<WindowVoice>,
     },
     End,
+}
+
+/// A window's speech probability, and the voice counts a decode on it starts from.
+struct WindowVoice {
+    p: f32,
+    counts: VoiceCounts,
 }
 
 enum ToBrain {
@@ -533,9 +546,9 @@ pub(crate) fn run(
         events,
         control,
     });
-    let (vad_tx, vad_rx) = bounded::<Option<Vec<f32>>>(16);
-    // About a minute of windows: the listener falls behind while it decodes, then catches up.
-    let (ear_tx, ear_rx) = bounded::<ToEar>(2048);
+    let (vad_tx, vad_rx) = bounded::<Option<Vec<f32>>>(64);
+    // About a minute of frames: the listener falls behind while it decodes, then catches up.
+    let (ear_tx, ear_rx) = bounded::<ToEar>(8192);
     let (brain_tx, brain_rx) = bounded::<ToBrain>(256);
     let (voice_tx, voice_rx) = bounded::<ToVoice>(64);
     let (player_tx, player_rx) = bounded::<ToPlayer>(256);
@@ -631,7 +644,7 @@ pub(crate) fn run(
         late_pieces: shared.late_pieces.load(Ordering::Relaxed),
     };
     if stats.input_waits > 0 {
-        tracing::info!(stats.input_waits, "input windows waited for the listener");
+        tracing::info!(stats.input_waits, "input frames waited for the listener");
     }
     let records = shared
         .records
@@ -646,7 +659,7 @@ pub(crate) fn run(
 /// How long the input may deliver nothing before the user is told.
 const INPUT_SILENT_WARNING: Duration = Duration::from_secs(3);
 
-/// The input: each window handed on as it is captured, muted or echo-gated as asked.
+/// The input: each frame handed on as it is captured, muted or echo-gated as asked.
 fn feed(
     input: &mut dyn LiveInput,
     mut echo_gate: Option<EchoGate>,
@@ -659,8 +672,8 @@ fn feed(
         if sh.control.is_finishing() {
             break Ok(());
         }
-        let mut window = match input.next_window() {
-            Ok(Captured::Window(w)) => w,
+        let mut frame = match input.next_frame() {
+            Ok(Captured::Frame(f)) => f,
             Ok(Captured::Waiting) => {
                 if !warned && last_audio.elapsed() > INPUT_SILENT_WARNING {
                     warned = true;
@@ -677,14 +690,14 @@ fn feed(
         last_audio = Instant::now();
         warned = false;
         if sh.control.mute.load(Ordering::Relaxed) {
-            window.fill(0.0);
+            frame.fill(0.0);
         } else if let Some(gate) = echo_gate.as_mut() {
-            if !gate.passes(rms(&window)) {
-                window.fill(0.0);
+            if !gate.passes(rms(&frame)) {
+                frame.fill(0.0);
                 sh.echo_gated.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if out.send(Some(window)).is_err() {
+        if out.send(Some(frame)).is_err() {
             break Ok(());
         }
     };
@@ -706,8 +719,9 @@ fn stop_reply(sh: &Shared) -> Option<usize> {
     Some(turn)
 }
 
-/// Voice activity for each window; counts voice and its changes for the listener's abort check
-/// and raises a barge-in when the user speaks while a reply is audible.
+/// Voice activity for each window (of four frames); counts voice and its changes for the
+/// listener's abort check and raises a barge-in when the user speaks while a reply is audible.
+/// Every frame goes on to the listener as it comes.
 fn listen_for_voice(
     turns: &mut TurnDetector,
     input: &Receiver<Option<Vec<f32>>>,
@@ -719,8 +733,21 @@ fn listen_for_voice(
 ) -> Result<(), PipelineError> {
     turns.start_stream();
     let mut voice = VoiceTracker::default();
-    while let Ok(Some(window)) = input.recv() {
+    let mut window = Vec::with_capacity(WINDOW);
+    while let Ok(Some(frame)) = input.recv() {
+        window.extend_from_slice(&frame);
+        if window.len() < WINDOW {
+            let msg = ToEar::Frame {
+                samples: frame,
+                window: None,
+            };
+            if !to_ear(ear, msg, sh) {
+                break;
+            }
+            continue;
+        }
         let p = turns.next_probability(&window)?;
+        window.clear();
         let mut barge_in = sh.control.interrupt.swap(false, Ordering::SeqCst);
         let (began, counts) = voice.hear(p, cfg, listen_cfg.fading_below, &sh.voice);
         if began {
@@ -736,24 +763,29 @@ fn listen_for_voice(
             // The player cuts whatever is still audible, even a reply already complete.
             let _ = control.send(ToPlayerControl::BargeIn { at_ms: now_ms });
         }
-        let msg = ToEar::Window {
-            samples: window,
-            p,
-            counts,
+        let msg = ToEar::Frame {
+            samples: frame,
+            window: Some(WindowVoice { p, counts }),
         };
-        match ear.try_send(msg) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(msg)) => {
-                sh.overruns.fetch_add(1, Ordering::Relaxed);
-                if ear.send(msg).is_err() {
-                    break;
-                }
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => break,
+        if !to_ear(ear, msg, sh) {
+            break;
         }
     }
     let _ = ear.send(ToEar::End);
     Ok(())
+}
+
+/// Hands `msg` to the listener, waiting (and counting the wait) while it is behind. False once
+/// the listener is gone.
+fn to_ear(ear: &Sender<ToEar>, msg: ToEar, sh: &Shared) -> bool {
+    match ear.try_send(msg) {
+        Ok(()) => true,
+        Err(crossbeam_channel::TrySendError::Full(msg)) => {
+            sh.overruns.fetch_add(1, Ordering::Relaxed);
+            ear.send(msg).is_ok()
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+    }
 }
 
 /// How much heard audio the ear keeps before it forgets what the listener no longer needs.
@@ -807,26 +839,31 @@ fn hear(
                 std::thread::sleep(Duration::from_millis(2));
             }
             match msg {
-                ToEar::Window {
-                    samples: window,
-                    p,
-                    counts,
+                ToEar::Frame {
+                    samples: frame,
+                    window,
                 } => {
-                    samples.extend_from_slice(&window);
-                    if let Ok(mut base) = sh.base.lock() {
-                        *base = counts;
-                    }
+                    samples.extend_from_slice(&frame);
                     let audio = Audio {
                         start,
                         samples: &samples,
                     };
-                    if let Err(e) = listener.push(p, audio, asr, &clock, &mut heard) {
-                        tracing::warn!("recognition failed; the turn goes on: {e}");
-                    }
-                    let needed = listener.needs_audio_from();
-                    if needed > start && samples.len() > FORGET_AFTER {
-                        samples.drain(..(needed - start).min(samples.len()));
-                        start = needed.max(start);
+                    match window {
+                        // Part-way into a window: a turn whose end is due ends here.
+                        None => listener.heard_to(audio.end(), audio, &mut heard),
+                        Some(WindowVoice { p, counts }) => {
+                            if let Ok(mut base) = sh.base.lock() {
+                                *base = counts;
+                            }
+                            if let Err(e) = listener.push(p, audio, asr, &clock, &mut heard) {
+                                tracing::warn!("recognition failed; the turn goes on: {e}");
+                            }
+                            let needed = listener.needs_audio_from();
+                            if needed > start && samples.len() > FORGET_AFTER {
+                                samples.drain(..(needed - start).min(samples.len()));
+                                start = needed.max(start);
+                            }
+                        }
                     }
                 }
                 ToEar::End => {

@@ -111,16 +111,47 @@ fn the_silence_that_ends_a_turn_is_counted_from_the_end_of_speech() {
         Completion::Finished,
         "{t:?}"
     );
-    // The turn ends at the first window at least the finished-sentence silence after the
-    // speech's end at which the transcript is known: not that silence after Silero's onset.
+    // The turn ends at the first frame (8 ms) at least the finished-sentence silence after the
+    // speech's end at which the transcript is known: not that silence after Silero's onset, nor
+    // at the end of the window (32 ms) that silence falls in.
     let end = t.turn.speech_end_ms();
     let due = (end + cfg.finished_end_silence_ms).max(t.final_started_ms + t.final_spent_ms);
-    let window_ms = hark_audio::vad::WINDOW as f64 / 16.0;
+    let frame_ms = hark_pipeline::listen::FRAME as f64 / 16.0;
     assert!(
         t.turn.decided_ms() >= end + cfg.finished_end_silence_ms,
         "{t:?}"
     );
-    assert!(t.turn.decided_ms() < due + window_ms, "{t:?}");
+    assert!(t.turn.decided_ms() < due + frame_ms, "{t:?}");
+}
+
+#[test]
+fn a_padded_recording_ends_where_its_speech_ends_not_where_the_detector_stops_hearing_it() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    // LibriVox: "He might even have been made amiable himself.", with 0.4 s of the room after
+    // the last word, in which Silero hears voice for about 150 ms more.
+    let reading = hark_audio::read_wav(
+        &models()
+            .join("testdata/pocketsphinx/librivox/sense_and_sensibility_01_austen_64kb-0930.wav"),
+    )
+    .unwrap()
+    .audio;
+    let reading = resample(&reading, ASR_SAMPLE_RATE).unwrap().samples;
+    // Alone, the recording's own noise is its floor.
+    let probs = ears.detector.probabilities(&reading).unwrap();
+    let alone = hark_audio::turns::segment(&probs, &reading, &TurnConfig::default());
+    let spoken_end = alone.last().unwrap().speech_end_ms();
+    // Padded with digital silence, as a file may be: the floor of the whole input is then
+    // zeros, against which the room noise after the speech would read as speech.
+    let lead_ms = 300.0;
+    let padded = [silence(lead_ms as usize), reading, silence(1500)].concat();
+    let turns = ears.listen(&padded, &ListenConfig::default());
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let heard_end = turns[0].turn.speech_end_ms() - lead_ms;
+    assert!(
+        (heard_end - spoken_end).abs() <= 10.0,
+        "speech ends at {spoken_end} ms in the recording alone, at {heard_end} ms padded"
+    );
 }
 
 #[test]
