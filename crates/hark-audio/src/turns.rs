@@ -196,6 +196,7 @@ pub fn segment(probs: &[f32], samples: &[f32], c: &TurnConfig) -> Vec<Turn> {
             if vad_end.saturating_sub(start) < min_speech {
                 return;
             }
+            let floor_db = end_floor_db(floor_db, &samples[vad_end..decided_at.max(vad_end)]);
             let speech_end = precise_speech_end(samples, start, vad_end, floor_db);
             turns.push(Turn {
                 audio_start: start.saturating_sub(pre_roll),
@@ -258,13 +259,24 @@ pub fn peak_db(samples: &[f32]) -> f32 {
     samples.chunks(FRAME).map(frame_db).fold(f32::MIN, f32::max)
 }
 
-/// The level of the quietest 10 ms frame of `samples` (-120 dB when empty).
-pub fn quietest_db(samples: &[f32]) -> f32 {
-    samples
+/// The noise floor a turn's speech end is found against: the input's (`floor_db`), unless that
+/// is digital silence. That says the input was padded with zeros (a file; no microphone is that
+/// quiet), not that its speech was recorded in silence: the speech's background is then what
+/// follows it, heard as silence (`after`), at its quietest 10 ms frame that is not padding.
+/// Against a floor of zeros, every frame of a padded recording's room noise read as speech, and
+/// its end fell where the detector's hangover ended instead (160 ms after the last word, on a
+/// LibriVox sentence).
+pub fn end_floor_db(floor_db: f32, after: &[f32]) -> f32 {
+    let digital_silence_db = 20.0 * DIGITAL_SILENCE_RMS.log10();
+    if floor_db >= digital_silence_db {
+        return floor_db;
+    }
+    after
         .chunks(FRAME)
         .map(frame_db)
+        .filter(|&db| db >= digital_silence_db)
         .reduce(f32::min)
-        .unwrap_or(-120.0)
+        .unwrap_or(floor_db)
 }
 
 /// The level above which a 10 ms frame of `speech` counts as part of it: a quarter of the way
@@ -341,6 +353,41 @@ mod tests {
         assert!(segment(&probs, &samples, &TurnConfig::default()).is_empty());
         let (probs, samples) = fixture(&[(false, 100)]);
         assert!(segment(&probs, &samples, &TurnConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_padded_recording_ends_at_its_last_loud_frame_not_the_detectors_hangover() {
+        // Zeros, then a recording: room noise, 1 s of speech, 0.5 s of room noise, of which the
+        // detector hears the first 5 windows as voice still; then zeros again.
+        let noise = |j: usize| 0.003 * (((j * 7919) % 13) as f32 / 13.0 - 0.5);
+        let (mut probs, mut samples) = (Vec::new(), Vec::new());
+        for (speech, voiced, windows) in [
+            (None, false, 16),
+            (Some(false), false, 8),
+            (Some(true), true, 31),
+            (Some(false), true, 5),
+            (Some(false), false, 11),
+            (None, false, 31),
+        ] {
+            for _ in 0..windows {
+                probs.push(if voiced { 0.9 } else { 0.05 });
+                for j in 0..WINDOW {
+                    samples.push(match speech {
+                        None => 0.0,
+                        Some(false) => noise(j),
+                        Some(true) => (j as f32 * 0.3).sin() * 0.3 + noise(j),
+                    });
+                }
+            }
+        }
+        let turns = segment(&probs, &samples, &TurnConfig::default());
+        assert_eq!(turns.len(), 1, "{turns:?}");
+        // To the 10 ms frame (counted from the speech's start) that holds its last sample.
+        let spoken_end = (16 + 8 + 31) * WINDOW;
+        assert!(
+            (spoken_end..spoken_end + FRAME).contains(&turns[0].speech_end),
+            "ends at {spoken_end}: {turns:?}"
+        );
     }
 
     #[test]

@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use hark_asr::{DecodeStats, EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
 use hark_audio::turns::{
-    is_quiet, noise_floor_db, peak_db, precise_speech_end, quietest_db, speech_level_db,
-    DIGITAL_SILENCE_RMS,
+    end_floor_db, is_quiet, noise_floor_db, peak_db, precise_speech_end, speech_level_db,
 };
 use hark_audio::vad::WINDOW;
 use hark_audio::{Turn, TurnConfig};
@@ -653,13 +652,8 @@ fn end_silence_ms(
 
 /// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
 /// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
-/// noise, and as cheap an hour into a conversation as at its start).
-///
-/// A floor of digital silence says the input was padded with zeros (a file; no microphone is
-/// that quiet), not that its speech was recorded in silence: the speech's background is then
-/// what follows it, heard as silence (`vad_end..now`). Against a floor of zeros, every frame of a
-/// padded recording's room noise read as speech, and its end fell where the detector's hangover
-/// ended instead.
+/// noise, and as cheap an hour into a conversation as at its start; in a padded file, the
+/// background after the speech: [`end_floor_db`]).
 fn speech_end(
     floor_db: Option<f32>,
     audio: Audio<'_>,
@@ -667,11 +661,9 @@ fn speech_end(
     vad_end: usize,
     now: usize,
 ) -> SpeechEnd {
-    let mut floor_db = floor_db
+    let floor_db = floor_db
         .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)));
-    if floor_db < 20.0 * DIGITAL_SILENCE_RMS.log10() && now > vad_end {
-        floor_db = quietest_db(audio.range(vad_end, now));
-    }
+    let floor_db = end_floor_db(floor_db, audio.range(vad_end, now));
     let start = start.max(audio.start);
     let region = audio.range(start, vad_end);
     SpeechEnd {

@@ -223,11 +223,12 @@ fn partials_commit_words_before_the_turn_ends() {
 
 #[test]
 fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
-    // Over a minute and a half: three questions far apart. Fed a window at a time, keeping only
+    // Over a minute and a half: three questions far apart. Fed a frame at a time, keeping only
     // what the listener still needs (as the live pipeline does), the turns and transcripts are
     // those of the whole input.
     let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    use hark_pipeline::listen::{Audio, Listener, SampleClock};
+    use hark_audio::vad::WINDOW;
+    use hark_pipeline::listen::{Audio, Listener, SampleClock, FRAME};
     let mut audio = silence(1_000);
     for pause in [40_000, 35_000, 2_000] {
         audio.extend(goforward());
@@ -241,7 +242,18 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     let (mut kept, mut start, mut most_kept) = (Vec::new(), 0usize, 0usize);
     let mut heard = Vec::new();
     for (i, &p) in probs.iter().enumerate() {
-        let end = ((i + 1) * hark_audio::vad::WINDOW).min(audio.len());
+        // The window's first frames, then the frame that completes it.
+        for to in (i * WINDOW + FRAME..(i + 1) * WINDOW).step_by(FRAME) {
+            if to <= audio.len() {
+                kept.extend_from_slice(&audio[start + kept.len()..to]);
+                let view = Audio {
+                    start,
+                    samples: &kept,
+                };
+                listener.heard_to(to, view, &mut heard);
+            }
+        }
+        let end = ((i + 1) * WINDOW).min(audio.len());
         kept.extend_from_slice(&audio[start + kept.len()..end]);
         let view = Audio {
             start,
@@ -278,7 +290,7 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
         assert_eq!(a.turn.speech_start, b.turn.speech_start);
         // When a turn is decided depends on how long its decode took (measured): a window or
         // two either way.
-        assert!(a.turn.decided_at.abs_diff(b.turn.decided_at) <= 2 * 512);
+        assert!(a.turn.decided_at.abs_diff(b.turn.decided_at) <= 2 * WINDOW);
         // The noise floor is measured on the last 30 s instead of the whole input: the same
         // speech end within a frame here (digital silence around real speech).
         assert!(a.turn.speech_end.abs_diff(b.turn.speech_end) <= 160);
