@@ -444,6 +444,18 @@ impl Listener {
         Ok(())
     }
 
+    /// Where the open turn's end silence will have lasted, as things stand (a position in the
+    /// input): once its silence is being counted. A live input hands on the frames up to it
+    /// before the rest of their window, so [`Listener::heard_to`] can end the turn there.
+    pub fn end_due_at(&self) -> Option<usize> {
+        let o = self.open.as_ref()?;
+        let end = o.speech_end?;
+        let long_enough = (o.last_speech + 1) * WINDOW - o.start >= self.min_speech;
+        let now_ms = ms(self.windows * WINDOW);
+        let required_ms = end_silence_ms(o, long_enough, now_ms, &self.turn, &self.cfg);
+        Some(end.at + hark_core::audio::ms_to_samples(required_ms, ASR_SAMPLE_RATE))
+    }
+
     /// The input has reached `to` (samples), part-way into the window after the last one
     /// pushed; `audio` holds it through `to`. A turn in its end silence ends here if that
     /// silence has lasted as long as its transcript asks and the audio since the last window
@@ -706,11 +718,15 @@ pub fn hear_all(
     let audio = Audio::whole(samples);
     for (i, &p) in probs.iter().enumerate() {
         listener.push(p, audio, asr, &SampleClock, &mut heard)?;
-        // The frames of the next window, as a live input hands them on.
+        // Where the turn's end is due inside the next window, the frames up to it, as a live
+        // input hands them on.
         let window_end = (i + 1) * WINDOW;
-        for to in (window_end + FRAME..window_end + WINDOW).step_by(FRAME) {
-            if to <= samples.len() && listener.in_turn() {
-                listener.heard_to(to, audio, &mut heard);
+        if let Some(due) = listener.end_due_at() {
+            if due > window_end && due < window_end + WINDOW {
+                let to = window_end + (due - window_end).div_ceil(FRAME) * FRAME;
+                if to <= samples.len() {
+                    listener.heard_to(to, audio, &mut heard);
+                }
             }
         }
     }

@@ -46,10 +46,9 @@ use crate::{complete_sentences, PipelineError, CLAUSE_SILENCE};
 
 /// What a live input hands over.
 pub enum Captured {
-    /// The next frame: [`FRAME`] samples (8 ms) of 16 kHz mono. Speech is told from silence a
-    /// window ([`WINDOW`], four frames) at a time, but a turn's end is decided on the frame it
-    /// is due.
-    Frame(Vec<f32>),
+    /// The samples asked for (16 kHz mono): a window ([`WINDOW`]) as a rule, or the frames
+    /// ([`FRAME`], 8 ms) of one up to where a turn's end is due.
+    Samples(Vec<f32>),
     /// Nothing yet (the device is late); ask again.
     Waiting,
     /// The input is over.
@@ -58,8 +57,9 @@ pub enum Captured {
 
 /// Where live audio comes from: a microphone, or a file fed at real-time pace.
 pub trait LiveInput: Send {
-    /// The next frame, waiting for it a short while (tens of ms) at most.
-    fn next_frame(&mut self) -> Result<Captured, PipelineError>;
+    /// The next `len` samples (fewer only at the input's end), waiting for them a short while
+    /// (tens of ms) at most.
+    fn next_samples(&mut self, len: usize) -> Result<Captured, PipelineError>;
 }
 
 /// Where replies are heard: a speaker. (They are always placed on the run's [`Timeline`] too.)
@@ -76,11 +76,11 @@ pub trait LiveOutput: Send {
     fn queued_ms(&self) -> f64;
 }
 
-/// A microphone: frames as the sound card captures them.
+/// A microphone: samples as the sound card captures them.
 impl LiveInput for hark_audio::device::MicrophoneReader {
-    fn next_frame(&mut self) -> Result<Captured, PipelineError> {
-        Ok(match self.read(FRAME, Duration::from_millis(50))? {
-            Some(frame) => Captured::Frame(frame),
+    fn next_samples(&mut self, len: usize) -> Result<Captured, PipelineError> {
+        Ok(match self.read(len, Duration::from_millis(50))? {
+            Some(samples) => Captured::Samples(samples),
             None => Captured::Waiting,
         })
     }
@@ -105,7 +105,7 @@ impl LiveOutput for hark_audio::device::SpeakerWriter {
     }
 }
 
-/// A whole recording handed on a frame at a time at real-time pace: a simulated microphone.
+/// A whole recording handed on at real-time pace: a simulated microphone.
 pub struct PacedInput<'a> {
     samples: &'a [f32],
     fed: usize,
@@ -124,9 +124,9 @@ impl<'a> PacedInput<'a> {
 }
 
 impl LiveInput for PacedInput<'_> {
-    fn next_frame(&mut self) -> Result<Captured, PipelineError> {
+    fn next_samples(&mut self, len: usize) -> Result<Captured, PipelineError> {
         let start = *self.start.get_or_insert_with(Instant::now);
-        let end = (self.fed + FRAME).min(self.samples.len());
+        let end = (self.fed + len).min(self.samples.len());
         if self.fed >= end {
             return Ok(Captured::Ended);
         }
@@ -137,7 +137,7 @@ impl LiveInput for PacedInput<'_> {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        Ok(Captured::Frame(frame))
+        Ok(Captured::Samples(frame))
     }
 }
 
@@ -192,11 +192,10 @@ pub struct EchoGate {
 impl EchoGate {
     /// The quietest echo path assumed (-40 dB): nothing is heard as louder than silence.
     const MIN_GAIN: f32 = 0.01;
-    /// How far each quieter frame pulls the echo path's gain towards it (0.3 a window of four
-    /// frames: 1 - 0.7^(1/4)).
-    const FALL: f32 = 0.085;
-    /// How much the gain creeps back up each frame (0.2 % a window: about 0.5 dB a second).
-    const RISE: f32 = 1.0005;
+    /// How far a quieter window pulls the echo path's gain towards it.
+    const FALL: f32 = 0.3;
+    /// How much the gain creeps back up each window (about 0.5 dB a second).
+    const RISE: f32 = 1.002;
 
     /// `margin_db`: how much louder than the echo speech must be to get through.
     pub fn new(level: hark_audio::device::PlaybackLevel, margin_db: f32) -> Self {
@@ -207,19 +206,22 @@ impl EchoGate {
         }
     }
 
-    /// Whether a frame of the given RMS gets through now.
-    fn passes(&mut self, frame_rms: f32) -> bool {
+    /// Whether `len` samples of the given RMS get through now (the gain moves as fast per
+    /// second whatever their length).
+    fn passes(&mut self, rms: f32, len: usize) -> bool {
         let playback = self.level.get();
         if playback < 1e-4 {
             return true;
         }
-        let ratio = frame_rms / playback;
+        let windows = len as f32 / WINDOW as f32;
+        let ratio = rms / playback;
         self.echo_gain = if ratio < self.echo_gain {
-            ((1.0 - Self::FALL) * self.echo_gain + Self::FALL * ratio).max(Self::MIN_GAIN)
+            let fall = 1.0 - (1.0 - Self::FALL).powf(windows);
+            ((1.0 - fall) * self.echo_gain + fall * ratio).max(Self::MIN_GAIN)
         } else {
-            (self.echo_gain * Self::RISE).min(1.0)
+            (self.echo_gain * Self::RISE.powf(windows)).min(1.0)
         };
-        frame_rms > self.margin * self.echo_gain * playback
+        rms > self.margin * self.echo_gain * playback
     }
 }
 
@@ -267,9 +269,9 @@ impl<'a> LiveIo<'a> {
 /// What a live run counts besides its turns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LiveStats {
-    /// Input frames that waited because recognition was behind (none are lost).
+    /// Input windows (or frames) that waited because recognition was behind (none are lost).
     pub input_waits: u64,
-    /// Input frames taken for the speaker's echo and heard as silence.
+    /// Input windows (or frames) taken for the speaker's echo and heard as silence.
     pub echo_gated: u64,
     /// Reply pieces that came too late to follow the audio before them: a gap was heard.
     pub late_pieces: u64,
@@ -287,6 +289,9 @@ struct Shared {
     base: Mutex<VoiceCounts>,
     /// A reply's first audio is being made: recognition holds back meanwhile (see `hear`).
     first_audio_pending: AtomicBool,
+    /// Where the listener's open turn will end if the silence lasts (a position in the input;
+    /// `u64::MAX` for none): the input hands on the frames up to it early (see `feed`).
+    end_due_at: AtomicU64,
     /// The reply in progress and its cancel switch.
     current: Mutex<Option<(usize, Cancel)>>,
     records: Mutex<BTreeMap<usize, TurnRecord>>,
@@ -393,7 +398,8 @@ impl VoiceTracker {
 }
 
 enum ToEar {
-    /// The next frame of input, and the voice activity of the window it completes, if it does.
+    /// The next samples of input (a window, or frames of one), and the voice activity of the
+    /// window they complete, if they do.
     Frame {
         samples: Vec<f32>,
         window: Option<WindowVoice>,
@@ -538,6 +544,7 @@ pub(crate) fn run(
         voice: VoiceCounters::default(),
         base: Mutex::new(VoiceCounts::default()),
         first_audio_pending: AtomicBool::new(false),
+        end_due_at: AtomicU64::new(u64::MAX),
         current: Mutex::new(None),
         records: Mutex::new(BTreeMap::new()),
         overruns: AtomicU64::new(0),
@@ -644,7 +651,7 @@ pub(crate) fn run(
         late_pieces: shared.late_pieces.load(Ordering::Relaxed),
     };
     if stats.input_waits > 0 {
-        tracing::info!(stats.input_waits, "input frames waited for the listener");
+        tracing::info!(stats.input_waits, "input windows waited for the listener");
     }
     let records = shared
         .records
@@ -659,7 +666,10 @@ pub(crate) fn run(
 /// How long the input may deliver nothing before the user is told.
 const INPUT_SILENT_WARNING: Duration = Duration::from_secs(3);
 
-/// The input: each frame handed on as it is captured, muted or echo-gated as asked.
+/// The input: each window handed on as it is captured, muted or echo-gated as asked. Where the
+/// listener says a turn's end falls inside the next window ([`Shared::end_due_at`]), the frames
+/// up to it go first, so the turn ends on the frame it is due rather than at the window's end
+/// (waking every stage for every frame instead cost more on two cores than it saved).
 fn feed(
     input: &mut dyn LiveInput,
     mut echo_gate: Option<EchoGate>,
@@ -668,12 +678,20 @@ fn feed(
 ) -> Result<(), PipelineError> {
     let mut last_audio = Instant::now();
     let mut warned = false;
+    let mut fed = 0usize;
     let result = loop {
         if sh.control.is_finishing() {
             break Ok(());
         }
-        let mut frame = match input.next_frame() {
-            Ok(Captured::Frame(f)) => f,
+        let window_end = (fed / WINDOW + 1) * WINDOW;
+        let due = usize::try_from(sh.end_due_at.load(Ordering::SeqCst)).unwrap_or(usize::MAX);
+        let len = if due > fed && due < window_end {
+            (due - fed).div_ceil(FRAME) * FRAME
+        } else {
+            window_end - fed
+        };
+        let mut frame = match input.next_samples(len) {
+            Ok(Captured::Samples(f)) => f,
             Ok(Captured::Waiting) => {
                 if !warned && last_audio.elapsed() > INPUT_SILENT_WARNING {
                     warned = true;
@@ -689,10 +707,11 @@ fn feed(
         };
         last_audio = Instant::now();
         warned = false;
+        fed += frame.len();
         if sh.control.mute.load(Ordering::Relaxed) {
             frame.fill(0.0);
         } else if let Some(gate) = echo_gate.as_mut() {
-            if !gate.passes(rms(&frame)) {
+            if !gate.passes(rms(&frame), frame.len()) {
                 frame.fill(0.0);
                 sh.echo_gated.fetch_add(1, Ordering::Relaxed);
             }
@@ -719,9 +738,9 @@ fn stop_reply(sh: &Shared) -> Option<usize> {
     Some(turn)
 }
 
-/// Voice activity for each window (of four frames); counts voice and its changes for the
-/// listener's abort check and raises a barge-in when the user speaks while a reply is audible.
-/// Every frame goes on to the listener as it comes.
+/// Voice activity for each window; counts voice and its changes for the listener's abort check
+/// and raises a barge-in when the user speaks while a reply is audible. Frames handed on before
+/// their window is complete go on to the listener as they come.
 fn listen_for_voice(
     turns: &mut TurnDetector,
     input: &Receiver<Option<Vec<f32>>>,
@@ -865,6 +884,8 @@ fn hear(
                             }
                         }
                     }
+                    let due = listener.end_due_at().map_or(u64::MAX, |at| at as u64);
+                    sh.end_due_at.store(due, Ordering::SeqCst);
                 }
                 ToEar::End => {
                     if let Ok(mut base) = sh.base.lock() {
@@ -1589,18 +1610,18 @@ mod tests {
         let level = PlaybackLevel::default();
         let mut gate = EchoGate::new(level.clone(), 10.0);
         // Nothing playing: everything gets through.
-        assert!(gate.passes(0.001));
+        assert!(gate.passes(0.001, WINDOW));
         // Playing at 0.2 with an echo path of -12 dB (0.25): the echo is learned and gated.
         level.set(0.2);
         let echo = 0.2 * 0.25;
-        let gated = (0..50).filter(|_| !gate.passes(echo)).count();
+        let gated = (0..50).filter(|_| !gate.passes(echo, WINDOW)).count();
         assert_eq!(gated, 50, "the echo itself never gets through");
         assert!((gate.echo_gain - 0.25).abs() < 0.05, "{}", gate.echo_gain);
         // Speech 6 dB above the echo is not enough; 14 dB above it is.
-        assert!(!gate.passes(echo * 2.0));
-        assert!(gate.passes(echo * 5.0));
+        assert!(!gate.passes(echo * 2.0, WINDOW));
+        assert!(gate.passes(echo * 5.0, WINDOW));
         // Before it has heard the echo path, the gate holds back anything below the playback.
         let mut fresh = EchoGate::new(level, 10.0);
-        assert!(!fresh.passes(0.15));
+        assert!(!fresh.passes(0.15, WINDOW));
     }
 }

@@ -223,9 +223,10 @@ fn partials_commit_words_before_the_turn_ends() {
 
 #[test]
 fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
-    // Over a minute and a half: three questions far apart. Fed a frame at a time, keeping only
-    // what the listener still needs (as the live pipeline does), the turns and transcripts are
-    // those of the whole input.
+    // Over a minute and a half: three questions far apart. Fed a window at a time (and the
+    // frames up to a turn's end where it falls inside one), keeping only what the listener
+    // still needs, as the live pipeline does: the turns and transcripts are those of the whole
+    // input.
     let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     use hark_audio::vad::WINDOW;
     use hark_pipeline::listen::{Audio, Listener, SampleClock, FRAME};
@@ -242,15 +243,18 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     let (mut kept, mut start, mut most_kept) = (Vec::new(), 0usize, 0usize);
     let mut heard = Vec::new();
     for (i, &p) in probs.iter().enumerate() {
-        // The window's first frames, then the frame that completes it.
-        for to in (i * WINDOW + FRAME..(i + 1) * WINDOW).step_by(FRAME) {
-            if to <= audio.len() {
-                kept.extend_from_slice(&audio[start + kept.len()..to]);
-                let view = Audio {
-                    start,
-                    samples: &kept,
-                };
-                listener.heard_to(to, view, &mut heard);
+        if let Some(due) = listener.end_due_at() {
+            let window_start = i * WINDOW;
+            if due > window_start && due < window_start + WINDOW {
+                let to = window_start + (due - window_start).div_ceil(FRAME) * FRAME;
+                if to <= audio.len() {
+                    kept.extend_from_slice(&audio[start + kept.len()..to]);
+                    let view = Audio {
+                        start,
+                        samples: &kept,
+                    };
+                    listener.heard_to(to, view, &mut heard);
+                }
             }
         }
         let end = ((i + 1) * WINDOW).min(audio.len());
