@@ -165,7 +165,7 @@ pub fn run(args: TalkArgs, store: &ModelStore) -> Result<()> {
     writeln!(
         out,
         "hark: {} turn(s); microphone: {} overrun sample(s), {} error(s); speaker: {} underrun(s), \
-         {} error(s); {} frame(s) echo-gated, {} late reply piece(s)",
+         {} error(s); {} window(s) echo-gated, {} late reply piece(s)",
         records.len(),
         mic.stats.overruns(),
         mic.stats.errors(),
