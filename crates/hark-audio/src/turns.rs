@@ -294,12 +294,17 @@ pub fn is_quiet(samples: &[f32], level_db: f32) -> bool {
 /// The end of the last 10 ms frame in `[start, vad_end)` clearly above the noise floor (above
 /// [`speech_level_db`]): the speech's real end, independent of the detector's hangover.
 pub fn precise_speech_end(samples: &[f32], start: usize, vad_end: usize, floor_db: f32) -> usize {
-    let region = &samples[start..vad_end];
-    let threshold = speech_level_db(region, floor_db);
-    region
+    let level_db = speech_level_db(&samples[start..vad_end], floor_db);
+    speech_end_above(samples, start, vad_end, level_db)
+}
+
+/// The end of the last 10 ms frame in `[start, vad_end)` above `level_db` (`vad_end` if none
+/// is): [`precise_speech_end`] for a speech level already known.
+pub fn speech_end_above(samples: &[f32], start: usize, vad_end: usize, level_db: f32) -> usize {
+    samples[start..vad_end]
         .chunks(FRAME)
         .enumerate()
-        .rfind(|(_, f)| frame_db(f) > threshold)
+        .rfind(|(_, f)| frame_db(f) > level_db)
         .map(|(i, f)| start + i * FRAME + f.len())
         .unwrap_or(vad_end)
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use hark_asr::{DecodeStats, EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
 use hark_audio::turns::{
-    end_floor_db, is_quiet, noise_floor_db, peak_db, precise_speech_end, speech_level_db,
+    end_floor_db, is_quiet, noise_floor_db, peak_db, speech_end_above, speech_level_db,
 };
 use hark_audio::vad::WINDOW;
 use hark_audio::{Turn, TurnConfig};
@@ -79,6 +79,15 @@ pub const FADING_MIN_RANGE_DB: f32 = 25.0;
 /// window by window, its last few milliseconds need only be quiet: the turn ends on the frame
 /// it is due ([`Listener::heard_to`]), not up to a window (32 ms) later.
 pub const FRAME: usize = WINDOW / 4;
+
+/// Where the frames handed on ahead of the rest of their window end, for input heard up to
+/// `from`: the first frame boundary at or past `due` (where a turn's end silence will have
+/// lasted, [`Listener::end_due_at`]), if `due` falls before the window's end. None: the window
+/// goes whole.
+pub fn frames_to(from: usize, due: usize) -> Option<usize> {
+    let window_end = (from / WINDOW + 1) * WINDOW;
+    (due > from && due < window_end).then(|| from + (due - from).div_ceil(FRAME) * FRAME)
+}
 
 /// How much audio before a turn's end its noise floor is measured on: 30 s.
 const NOISE_FLOOR_SPAN: usize = 30 * hark_core::ASR_SAMPLE_RATE as usize;
@@ -629,9 +638,14 @@ impl Listener {
 /// Whether the speech of the turn begun at `start` stands [`FADING_MIN_RANGE_DB`] above the
 /// noise floor (the input's, else measured on the last 30 s heard).
 fn clear_of_noise(floor_db: Option<f32>, audio: Audio<'_>, start: usize, now: usize) -> bool {
-    let floor_db = floor_db
-        .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)));
-    peak_db(audio.range(start, now)) - floor_db >= FADING_MIN_RANGE_DB
+    peak_db(audio.range(start, now)) - floor_or_recent(floor_db, audio, now) >= FADING_MIN_RANGE_DB
+}
+
+/// The input's noise floor (`floor_db`), else that of the last 30 s heard before `now`: as local
+/// as the noise, and as cheap an hour into a conversation as at its start.
+fn floor_or_recent(floor_db: Option<f32>, audio: Audio<'_>, now: usize) -> f32 {
+    floor_db
+        .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)))
 }
 
 /// How long a silence after the open turn's speech ends it, at `now_ms`. The transcript decides;
@@ -663,9 +677,8 @@ fn end_silence_ms(
 }
 
 /// Where the speech of a turn (`start..vad_end`, heard up to `now`) really ended: the last frame
-/// clearly above the noise floor (`floor_db`, or that of the last half minute: as local as the
-/// noise, and as cheap an hour into a conversation as at its start; in a padded file, the
-/// background after the speech: [`end_floor_db`]).
+/// clearly above the noise floor ([`floor_or_recent`]; in a padded file, the background after the
+/// speech: [`end_floor_db`]).
 fn speech_end(
     floor_db: Option<f32>,
     audio: Audio<'_>,
@@ -673,14 +686,16 @@ fn speech_end(
     vad_end: usize,
     now: usize,
 ) -> SpeechEnd {
-    let floor_db = floor_db
-        .unwrap_or_else(|| noise_floor_db(audio.range(now.saturating_sub(NOISE_FLOOR_SPAN), now)));
-    let floor_db = end_floor_db(floor_db, audio.range(vad_end, now));
+    let floor_db = end_floor_db(
+        floor_or_recent(floor_db, audio, now),
+        audio.range(vad_end, now),
+    );
     let start = start.max(audio.start);
     let region = audio.range(start, vad_end);
+    let level_db = speech_level_db(region, floor_db);
     SpeechEnd {
-        at: start + precise_speech_end(region, 0, region.len(), floor_db),
-        level_db: speech_level_db(region, floor_db),
+        at: start + speech_end_above(region, 0, region.len(), level_db),
+        level_db,
     }
 }
 
@@ -721,13 +736,11 @@ pub fn hear_all(
         // Where the turn's end is due inside the next window, the frames up to it, as a live
         // input hands them on.
         let window_end = (i + 1) * WINDOW;
-        if let Some(due) = listener.end_due_at() {
-            if due > window_end && due < window_end + WINDOW {
-                let to = window_end + (due - window_end).div_ceil(FRAME) * FRAME;
-                if to <= samples.len() {
-                    listener.heard_to(to, audio, &mut heard);
-                }
-            }
+        let to = listener
+            .end_due_at()
+            .and_then(|due| frames_to(window_end, due));
+        if let Some(to) = to.filter(|&to| to <= samples.len()) {
+            listener.heard_to(to, audio, &mut heard);
         }
     }
     listener.finish(audio, asr, &SampleClock, &mut heard)?;
@@ -736,7 +749,21 @@ pub fn hear_all(
 
 #[cfg(test)]
 mod tests {
-    use super::{completion, Completion};
+    use super::{completion, frames_to, Completion, FRAME, WINDOW};
+
+    #[test]
+    fn only_the_frames_up_to_a_due_end_inside_the_next_window_go_ahead() {
+        let w = 10 * WINDOW;
+        // Due inside the next window: up to the frame boundary at or past it.
+        assert_eq!(frames_to(w, w + 1), Some(w + FRAME));
+        assert_eq!(frames_to(w, w + FRAME), Some(w + FRAME));
+        assert_eq!(frames_to(w, w + 3 * FRAME + 1), Some(w + WINDOW));
+        // Not inside it (already past, or at or after its end): the window goes whole.
+        assert_eq!(frames_to(w, w), None);
+        assert_eq!(frames_to(w, w + WINDOW), None);
+        // After those frames, the rest of the window goes whole.
+        assert_eq!(frames_to(w + FRAME, w + FRAME), None);
+    }
 
     #[test]
     fn finished_sentences_are_told_from_unfinished_ones() {

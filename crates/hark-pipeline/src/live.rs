@@ -40,14 +40,14 @@ use hark_tts::text::Chunker;
 use hark_tts::{Cancel, TtsError, Voice};
 
 use crate::brain::{heard_part, Brain};
-use crate::listen::{Audio, Heard, Listener, WallClock, FRAME};
+use crate::listen::{frames_to, Audio, Heard, Listener, WallClock};
 use crate::timeline::Timeline;
 use crate::{complete_sentences, PipelineError, CLAUSE_SILENCE};
 
 /// What a live input hands over.
 pub enum Captured {
     /// The samples asked for (16 kHz mono): a window ([`WINDOW`]) as a rule, or the frames
-    /// ([`FRAME`], 8 ms) of one up to where a turn's end is due.
+    /// ([`crate::listen::FRAME`], 8 ms) of one up to where a turn's end is due.
     Samples(Vec<f32>),
     /// Nothing yet (the device is late); ask again.
     Waiting,
@@ -685,13 +685,9 @@ fn feed(
         if sh.control.is_finishing() {
             break Ok(());
         }
-        let window_end = (fed / WINDOW + 1) * WINDOW;
         let due = usize::try_from(sh.end_due_at.load(Ordering::SeqCst)).unwrap_or(usize::MAX);
-        let len = if due > fed && due < window_end {
-            (due - fed).div_ceil(FRAME) * FRAME
-        } else {
-            window_end - fed
-        };
+        let to = frames_to(fed, due).unwrap_or((fed / WINDOW + 1) * WINDOW);
+        let len = to - fed;
         let mut chunk = match input.next_samples(len) {
             Ok(Captured::Samples(c)) => c,
             Ok(Captured::Waiting) => {

@@ -229,7 +229,7 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     // input.
     let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     use hark_audio::vad::WINDOW;
-    use hark_pipeline::listen::{Audio, Listener, SampleClock, FRAME};
+    use hark_pipeline::listen::{frames_to, Audio, Listener, SampleClock};
     let mut audio = silence(1_000);
     for pause in [40_000, 35_000, 2_000] {
         audio.extend(goforward());
@@ -243,19 +243,16 @@ fn a_listener_that_forgets_old_audio_hears_the_same_turns() {
     let (mut kept, mut start, mut most_kept) = (Vec::new(), 0usize, 0usize);
     let mut heard = Vec::new();
     for (i, &p) in probs.iter().enumerate() {
-        if let Some(due) = listener.end_due_at() {
-            let window_start = i * WINDOW;
-            if due > window_start && due < window_start + WINDOW {
-                let to = window_start + (due - window_start).div_ceil(FRAME) * FRAME;
-                if to <= audio.len() {
-                    kept.extend_from_slice(&audio[start + kept.len()..to]);
-                    let view = Audio {
-                        start,
-                        samples: &kept,
-                    };
-                    listener.heard_to(to, view, &mut heard);
-                }
-            }
+        let to = listener
+            .end_due_at()
+            .and_then(|due| frames_to(i * WINDOW, due));
+        if let Some(to) = to.filter(|&to| to <= audio.len()) {
+            kept.extend_from_slice(&audio[start + kept.len()..to]);
+            let view = Audio {
+                start,
+                samples: &kept,
+            };
+            listener.heard_to(to, view, &mut heard);
         }
         let end = ((i + 1) * WINDOW).min(audio.len());
         kept.extend_from_slice(&audio[start + kept.len()..end]);
