@@ -44,6 +44,21 @@ impl Default for TurnConfig {
 /// Below this RMS (-90 dBFS, one step of 16-bit audio) a window is digital silence.
 pub const DIGITAL_SILENCE_RMS: f32 = 3.16e-5;
 
+/// How much digital silence at the end of a window says that what was heard in it stopped
+/// there: 8 ms ([`ends_in_digital_silence`]).
+pub const SILENT_TAIL: usize = WINDOW / 4;
+
+/// Whether `window` holds a signal that stops in it: its last [`SILENT_TAIL`] samples are
+/// digital silence and the window as a whole is not. No microphone is that quiet; a file or a
+/// muted input is, and the speech in it has ended there, whatever the voice activity detector
+/// still hears (Silero's probability stays high for a window or more after a voice).
+pub fn ends_in_digital_silence(window: &[f32]) -> bool {
+    use hark_core::audio::rms;
+    window.len() > SILENT_TAIL
+        && rms(&window[window.len() - SILENT_TAIL..]) < DIGITAL_SILENCE_RMS
+        && rms(window) >= DIGITAL_SILENCE_RMS
+}
+
 /// One spoken turn, in samples at 16 kHz from the start of the input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Turn {
@@ -393,6 +408,22 @@ mod tests {
             (spoken_end..spoken_end + FRAME).contains(&turns[0].speech_end),
             "ends at {spoken_end}: {turns:?}"
         );
+    }
+
+    #[test]
+    fn a_window_ends_in_digital_silence_only_after_a_signal() {
+        let tone = |n: usize| (0..n).map(|j| (j as f32 * 0.3).sin() * 0.3);
+        let stops: Vec<f32> = tone(WINDOW - SILENT_TAIL)
+            .chain(std::iter::repeat_n(0.0, SILENT_TAIL))
+            .collect();
+        assert!(ends_in_digital_silence(&stops));
+        // Too short a silent tail, no signal at all, or a signal to the end: no.
+        let short: Vec<f32> = tone(WINDOW - SILENT_TAIL + 1)
+            .chain(std::iter::repeat_n(0.0, SILENT_TAIL - 1))
+            .collect();
+        assert!(!ends_in_digital_silence(&short));
+        assert!(!ends_in_digital_silence(&[0.0; WINDOW]));
+        assert!(!ends_in_digital_silence(&tone(WINDOW).collect::<Vec<_>>()));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! The recogniser does not wait for the turn to be over. While the user speaks it decodes the
 //! growing utterance every hop (partials, committed word by word by local agreement). The moment
 //! the voice fades (the voice activity detector's probability falls from full voice into the band
-//! above its silence threshold, as it does in the window where speech ends) or silence begins,
-//! it decodes the utterance as it stands: if the silence follows and lasts, that is the final
+//! above its silence threshold, as it does in the window where speech ends), the signal stops
+//! dead inside a window (a file's speech followed by digital silence) or silence begins, it
+//! decodes the utterance as it stands: if the silence follows and lasts, that is the final
 //! transcript, ready before or soon after the turn is decided; if the user speaks on, it is
 //! dropped. That transcript also sets how long a silence ends the turn: short after a finished
 //! sentence, long after "I'd like to go to the", the default when it says neither; until it is
@@ -20,7 +21,8 @@ use std::time::Instant;
 
 use hark_asr::{DecodeStats, EncoderWindow, LocalAgreement, StreamConfig, Transcriber, Transcript};
 use hark_audio::turns::{
-    end_floor_db, is_quiet, noise_floor_db, peak_db, speech_end_above, speech_level_db,
+    end_floor_db, ends_in_digital_silence, is_quiet, noise_floor_db, peak_db, speech_end_above,
+    speech_level_db,
 };
 use hark_audio::vad::WINDOW;
 use hark_audio::{Turn, TurnConfig};
@@ -385,8 +387,11 @@ impl Listener {
                 heard.push(Heard::Resumed);
             }
             let falling = p < std::mem::replace(&mut o.last_p, p);
-            let fading = p < cfg.fading_below;
-            let fades_now = fading && falling;
+            // A window that ends in digital silence ends the speech in it (a file, a muted
+            // input): the final decode need not wait a window for the detector to agree.
+            let stopped = ends_in_digital_silence(audio.range(i * WINDOW, now));
+            let fading = p < cfg.fading_below || stopped;
+            let fades_now = fading && (falling || stopped);
             o.last_speech = i;
             o.silent = 0;
             o.speech_end = None;

@@ -372,11 +372,13 @@ struct VoiceTracker {
 }
 
 impl VoiceTracker {
-    /// The next window's speech probability: counts it, and returns whether speech began and
-    /// the counts a decode on this window starts from.
+    /// The next window's speech probability, and whether the window ends in digital silence
+    /// (`stopped`: the speech in it has ended, as the listener takes it): counts it, and
+    /// returns whether speech began and the counts a decode on this window starts from.
     fn hear(
         &mut self,
         p: f32,
+        stopped: bool,
         turn: &hark_audio::TurnConfig,
         fading_below: f32,
         counters: &VoiceCounters,
@@ -385,7 +387,7 @@ impl VoiceTracker {
         if (self.speech && p < turn.neg_threshold) || (!self.speech && p >= turn.threshold) {
             self.speech = !self.speech;
         }
-        self.fading = self.speech && p < fading_below;
+        self.fading = self.speech && (p < fading_below || stopped);
         if self.speech {
             counters.voiced.fetch_add(1, Ordering::SeqCst);
         }
@@ -764,9 +766,10 @@ fn listen_for_voice(
             continue;
         }
         let p = turns.next_probability(&window)?;
+        let stopped = hark_audio::turns::ends_in_digital_silence(&window);
         window.clear();
         let mut barge_in = sh.control.interrupt.swap(false, Ordering::SeqCst);
-        let (began, counts) = voice.hear(p, cfg, listen_cfg.fading_below, &sh.voice);
+        let (began, counts) = voice.hear(p, stopped, cfg, listen_cfg.fading_below, &sh.voice);
         if began {
             let playing_until = f64::from_bits(sh.speaking_until.load(Ordering::SeqCst));
             barge_in |= sh.now_ms() < playing_until;
@@ -1583,7 +1586,7 @@ mod tests {
         let turn = hark_audio::TurnConfig::default();
         let counters = VoiceCounters::default();
         let mut voice = VoiceTracker::default();
-        let mut hear = |p: f32| voice.hear(p, &turn, 0.8, &counters);
+        let mut hear = |p: f32| voice.hear(p, false, &turn, 0.8, &counters);
         assert!(hear(0.9).0, "speech begins");
         let (_, partial) = hear(0.95);
         assert!(partial.full_voice && !partial.moot(&counters));
@@ -1601,6 +1604,13 @@ mod tests {
         let (_, fading) = hear(0.5);
         hear(0.4);
         assert!(fading.moot(&counters));
+        // Full voice in a window that ends in digital silence: the partial is moot, and the
+        // final decode made now stands while silence follows.
+        let (_, partial) = hear(0.99);
+        let (_, stopped) = voice.hear(0.99, true, &turn, 0.8, &counters);
+        assert!(!stopped.full_voice && partial.moot(&counters));
+        voice.hear(0.0, false, &turn, 0.8, &counters);
+        assert!(!stopped.moot(&counters));
     }
 
     #[test]

@@ -350,6 +350,43 @@ fn the_final_decode_starts_as_the_voice_fades() {
 }
 
 #[test]
+fn a_file_whose_speech_stops_inside_a_window_is_decoded_at_that_window() {
+    // The bundled espeak-ng question ends in digital silence. Placed so that it stops a quarter
+    // of the way into a 32 ms window, the final decode starts at the end of that window, where
+    // Silero still hears full voice, not at the end of the next one, the first it hears as
+    // silence.
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ears = ears();
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let question = hark_audio::read_wav(&assets.join("question-spider.wav"))
+        .unwrap()
+        .audio;
+    let mut question = resample(&question, ASR_SAMPLE_RATE).unwrap().samples;
+    // Where its signal stops (the resampler's ringing after it is below -80 dBFS).
+    let stops = question.iter().rposition(|x| x.abs() > 1e-4).unwrap() + 1;
+    question.truncate(stops);
+    let window = hark_audio::vad::WINDOW;
+    let lead = 4_800 + (window / 4 + window - (4_800 + stops) % window) % window;
+    let audio = [vec![0.0; lead], question, silence(1500)].concat();
+    let stops = lead + stops;
+    assert_eq!(stops % window, window / 4);
+    let probs = ears.detector.probabilities(&audio).unwrap();
+    let cfg = ListenConfig::default();
+    assert!(
+        probs[stops / window] >= cfg.fading_below,
+        "the voice fades there ({}): the fading rule alone would start the decode",
+        probs[stops / window]
+    );
+    let turns = ears.listen(&audio, &cfg);
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let t = &turns[0];
+    assert_eq!(t.transcript.text, "How many legs does a spider have?");
+    let window_end_ms = (stops.div_ceil(window) * window) as f64 / 16.0;
+    assert_eq!(t.final_started_ms, window_end_ms, "{t:?}");
+    assert!(t.turn.speech_end_ms() <= window_end_ms, "{t:?}");
+}
+
+#[test]
 fn a_decode_made_as_the_voice_faded_is_dropped_when_the_voice_goes_on() {
     use hark_pipeline::listen::Heard;
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
