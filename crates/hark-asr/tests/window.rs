@@ -73,6 +73,49 @@ fn a_decode_that_starts_to_loop_is_ended_there() {
 }
 
 #[test]
+fn a_decode_ends_at_a_full_stop_where_whisper_nearly_ended_it() {
+    // The same command from the raw recording, 200 ms of digital silence before it and 250 ms
+    // after: tiny.en
+    // ends the sentence with a full stop, where the end of text has about half the probability
+    // of its choice, " Go", the sentence again (measured: 12 tokens, the repeat found as it
+    // came round). The decode ends at the full stop, with the sentence's tokens only.
+    let audio = [
+        vec![0.0; 3_200],
+        raw16k(&testdata().join("goforward.raw")),
+        vec![0.0; 4_000],
+    ]
+    .concat();
+    let mut asr = transcriber(hark_asr::FITTED_WINDOW);
+    assert_eq!(
+        asr.transcribe(&audio).unwrap().text,
+        "Go forward 10 meters."
+    );
+    let stats = asr.last_stats();
+    assert_eq!((stats.decodes, stats.cut_short), (1, 1), "{stats:?}");
+    assert!(stats.tokens <= 6, "{stats:?}");
+}
+
+#[test]
+fn a_second_sentence_after_a_pause_is_heard() {
+    // Two commands with 300 ms between them: after the first full stop Whisper goes on to the
+    // second (the end of text at 0.02 of the next word's probability), and the decode with it.
+    let commands = testdata();
+    let pause = vec![0.0; 4_800];
+    let audio = [
+        raw16k(&commands.join("goforward.raw")),
+        pause.clone(),
+        raw16k(&commands.join("something.raw")),
+        pause,
+    ]
+    .concat();
+    let mut asr = transcriber(hark_asr::FITTED_WINDOW);
+    assert_eq!(
+        asr.transcribe(&audio).unwrap().text,
+        "Go forward 10 meters. Go somewhere and do something."
+    );
+}
+
+#[test]
 fn a_decode_that_does_not_loop_is_not_cut() {
     let audio = speech();
     let mut asr = transcriber(EncoderWindow::Full);

@@ -32,6 +32,10 @@ pub struct AsrBenchArgs {
     /// run --finished-silence-ms`).
     #[arg(long, default_value_t = ListenConfig::default().finished_end_silence_ms)]
     finished_silence_ms: f64,
+    /// Where the voice counts as fading, so the final decode starts (as `hark run
+    /// --fading-below`).
+    #[arg(long, default_value_t = ListenConfig::default().fading_below, value_name = "P")]
+    fading_below: f32,
     /// Also measure streaming WER with white noise added at 10 dB and 0 dB SNR, with and
     /// without noise suppression (`hark run --denoise`).
     #[arg(long)]
@@ -150,7 +154,8 @@ struct Row {
     stream_final_ms: f64,
     /// The streaming final decode's own compute time (longest turn), ms.
     stream_decode_ms: f64,
-    /// Final transcripts whose decode was ended at a loop, and those decoded more than once.
+    /// Final transcripts whose decode was ended early (at a loop, or at a full stop where
+    /// Whisper nearly ended the text), and those decoded more than once.
     cut_short: usize,
     decoded_again: usize,
     endpoint_ms: f64,
@@ -194,6 +199,7 @@ pub fn bench_asr(args: AsrBenchArgs, store: &ModelStore) -> Result<()> {
         window: args.window,
         final_threads: args.threads,
         finished_end_silence_ms: args.finished_silence_ms.max(32.0),
+        fading_below: args.fading_below.clamp(0.0, 1.0),
         ..ListenConfig::default()
     };
     eprintln!(
@@ -394,7 +400,7 @@ fn report(args: &AsrBenchArgs, rows: &[Row], silero: (usize, usize)) -> Result<(
     )?;
     writeln!(
         out,
-        "final decodes ended at a loop: {cut_short} of {finals}; decoded again with a longer window: {decoded_again}"
+        "final decodes ended early (a loop, or a full stop where Whisper nearly ended): {cut_short} of {finals}; decoded again with a longer window: {decoded_again}"
     )?;
     writeln!(
         out,
