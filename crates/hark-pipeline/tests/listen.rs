@@ -53,6 +53,14 @@ fn silence(ms: usize) -> Vec<f32> {
     vec![0.0; ms * 16]
 }
 
+/// A bundled espeak-ng question (`assets/question-NAME.wav`, digital silence after its last
+/// word) at 16 kHz.
+fn question(name: &str) -> Vec<f32> {
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let wav = hark_audio::read_wav(&assets.join(format!("question-{name}.wav"))).unwrap();
+    resample(&wav.audio, ASR_SAMPLE_RATE).unwrap().samples
+}
+
 /// Synthesised speech (Piper, the joe voice) at 16 kHz.
 fn say(text: &str) -> Vec<f32> {
     let m = models();
@@ -92,16 +100,7 @@ fn the_silence_that_ends_a_turn_is_counted_from_the_end_of_speech() {
     let mut ears = ears();
     // The bundled espeak-ng question ends in digital silence, which Silero alone heard begin
     // about 100 ms after the last word (measured; such windows are now silence at once).
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
-    let question = hark_audio::read_wav(&assets.join("question-capital.wav"))
-        .unwrap()
-        .audio;
-    let audio = [
-        silence(300),
-        resample(&question, ASR_SAMPLE_RATE).unwrap().samples,
-        silence(1500),
-    ]
-    .concat();
+    let audio = [silence(300), question("capital"), silence(1500)].concat();
     let cfg = ListenConfig::default();
     let turns = ears.listen(&audio, &cfg);
     assert_eq!(turns.len(), 1, "{turns:?}");
@@ -357,11 +356,7 @@ fn a_file_whose_speech_stops_inside_a_window_is_decoded_at_that_window() {
     // silence.
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let mut ears = ears();
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
-    let question = hark_audio::read_wav(&assets.join("question-spider.wav"))
-        .unwrap()
-        .audio;
-    let mut question = resample(&question, ASR_SAMPLE_RATE).unwrap().samples;
+    let mut question = question("spider");
     // Where its signal stops (the resampler's ringing after it is below -80 dBFS).
     let stops = question.iter().rposition(|x| x.abs() > 1e-4).unwrap() + 1;
     question.truncate(stops);
