@@ -75,10 +75,10 @@ fn a_decode_that_starts_to_loop_is_ended_there() {
 #[test]
 fn a_decode_ends_at_a_full_stop_where_whisper_nearly_ended_it() {
     // The same command from the raw recording, 200 ms of digital silence before it and 250 ms
-    // after: tiny.en
-    // ends the sentence with a full stop, where the end of text has about half the probability
-    // of its choice, " Go", the sentence again (measured: 12 tokens, the repeat found as it
-    // came round). The decode ends at the full stop, with the sentence's tokens only.
+    // after: tiny.en ends the sentence with a full stop, where the end of text has about half
+    // the probability of its choice, " Go", the sentence again (measured: 12 tokens, the repeat
+    // found as it came round). The decode ends at the full stop, with the sentence's tokens
+    // only.
     let audio = [
         vec![0.0; 3_200],
         raw16k(&testdata().join("goforward.raw")),

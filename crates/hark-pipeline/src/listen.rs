@@ -69,6 +69,16 @@ impl Default for ListenConfig {
     }
 }
 
+impl ListenConfig {
+    /// Whether a window of voice with speech probability `p` is the voice fading, so a final
+    /// decode may start on it: below [`Self::fading_below`], or `stopped` (the window ends in
+    /// digital silence: [`hark_audio::turns::ends_in_digital_silence`]). The listener and the
+    /// live voice tracker, which aborts decodes that turn moot, decide it alike.
+    pub fn fading(&self, p: f32, stopped: bool) -> bool {
+        p < self.fading_below || stopped
+    }
+}
+
 /// How far the loudest speech of a turn must stand above the noise floor for its final decode to
 /// start as the voice fades ([`ListenConfig::fading_below`]), dB. In noise, where Silero's
 /// probability falls less cleanly, a decode one window short heard worse: white noise at 10 dB
@@ -390,7 +400,7 @@ impl Listener {
             // A window that ends in digital silence ends the speech in it (a file, a muted
             // input): the final decode need not wait a window for the detector to agree.
             let stopped = ends_in_digital_silence(audio.range(i * WINDOW, now));
-            let fading = p < cfg.fading_below || stopped;
+            let fading = cfg.fading(p, stopped);
             let fades_now = fading && (falling || stopped);
             o.last_speech = i;
             o.silent = 0;

@@ -364,7 +364,7 @@ impl VoiceCounts {
 }
 
 /// The voice activity detector's speech/silence state (with the turn's hysteresis) and whether
-/// the voice is fading ([`crate::listen::ListenConfig::fading_below`]).
+/// the voice is fading ([`crate::listen::ListenConfig::fading`]).
 #[derive(Debug, Default)]
 struct VoiceTracker {
     speech: bool,
@@ -380,14 +380,14 @@ impl VoiceTracker {
         p: f32,
         stopped: bool,
         turn: &hark_audio::TurnConfig,
-        fading_below: f32,
+        listen: &crate::listen::ListenConfig,
         counters: &VoiceCounters,
     ) -> (bool, VoiceCounts) {
         let was = (self.speech, self.fading);
         if (self.speech && p < turn.neg_threshold) || (!self.speech && p >= turn.threshold) {
             self.speech = !self.speech;
         }
-        self.fading = self.speech && (p < fading_below || stopped);
+        self.fading = self.speech && listen.fading(p, stopped);
         if self.speech {
             counters.voiced.fetch_add(1, Ordering::SeqCst);
         }
@@ -769,7 +769,7 @@ fn listen_for_voice(
         let stopped = hark_audio::turns::ends_in_digital_silence(&window);
         window.clear();
         let mut barge_in = sh.control.interrupt.swap(false, Ordering::SeqCst);
-        let (began, counts) = voice.hear(p, stopped, cfg, listen_cfg.fading_below, &sh.voice);
+        let (began, counts) = voice.hear(p, stopped, cfg, listen_cfg, &sh.voice);
         if began {
             let playing_until = f64::from_bits(sh.speaking_until.load(Ordering::SeqCst));
             barge_in |= sh.now_ms() < playing_until;
@@ -1584,9 +1584,10 @@ mod tests {
     #[test]
     fn a_partial_is_moot_once_the_voice_changes_a_final_decode_once_voice_returns() {
         let turn = hark_audio::TurnConfig::default();
+        let listen = crate::listen::ListenConfig::default();
         let counters = VoiceCounters::default();
         let mut voice = VoiceTracker::default();
-        let mut hear = |p: f32| voice.hear(p, false, &turn, 0.8, &counters);
+        let mut hear = |p: f32| voice.hear(p, false, &turn, &listen, &counters);
         assert!(hear(0.9).0, "speech begins");
         let (_, partial) = hear(0.95);
         assert!(partial.full_voice && !partial.moot(&counters));
@@ -1607,9 +1608,9 @@ mod tests {
         // Full voice in a window that ends in digital silence: the partial is moot, and the
         // final decode made now stands while silence follows.
         let (_, partial) = hear(0.99);
-        let (_, stopped) = voice.hear(0.99, true, &turn, 0.8, &counters);
+        let (_, stopped) = voice.hear(0.99, true, &turn, &listen, &counters);
         assert!(!stopped.full_voice && partial.moot(&counters));
-        voice.hear(0.0, false, &turn, 0.8, &counters);
+        voice.hear(0.0, false, &turn, &listen, &counters);
         assert!(!stopped.moot(&counters));
     }
 
