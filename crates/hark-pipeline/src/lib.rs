@@ -1,9 +1,14 @@
 //! The conversation: finds each spoken turn, recognises it, answers it with the LLM, speaks the
 //! answer, and measures every part of the way (see `hark_core::trace`).
 //!
-//! This first pipeline runs the stages one after the other per turn, on the input's sample clock:
-//! a turn's clock starts when the turn detector decides the user has finished, and each stage's
-//! measured compute time is added to it. Later versions run the stages concurrently and stream.
+//! An input runs one of two ways:
+//! - live ([`Pipeline::run_live`], [`Pipeline::process_realtime`]; [`live`]): the audio arrives
+//!   at real-time pace (a microphone, or a recording paced like one) and the stages run
+//!   concurrently on their own threads, joined by bounded channels, every latency on the wall
+//!   clock;
+//! - on the input's sample clock ([`Pipeline::process`]), as fast as the machine allows: the
+//!   listener ([`listen`]) decodes where the audio would have arrived, and each stage's measured
+//!   compute time is added to the clock.
 
 mod brain;
 mod config;

@@ -14,7 +14,7 @@
 //!
 //! Preemptive replies: the reply starts on the transcript decoded when the user falls silent,
 //! while the listener still waits to decide that the turn is over. Its audio is held in the
-//! player ([`Held`]); the decision releases it at once, and the user speaking again drops it
+//! player (a `Held` reply); the decision releases it at once, and the user speaking again drops it
 //! (and cancels what is still being generated). Only the work left after the decision counts in
 //! the spans; `head_start_ms` says how much was done before.
 //!
