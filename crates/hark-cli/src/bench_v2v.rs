@@ -26,6 +26,15 @@ pub struct V2vBenchArgs {
     /// sequential baseline has no concurrency, so its clock is the same either way.
     #[arg(long)]
     realtime: bool,
+    /// Where the voice counts as fading, so the final decode starts (as `hark run
+    /// --fading-below`).
+    #[arg(long, default_value_t = hark_pipeline::listen::ListenConfig::default().fading_below, value_name = "P")]
+    fading_below: f32,
+    /// Run the streaming pipeline over the conversations this many times and pool the turns:
+    /// on a shared machine one round's p50 (8 turns) moves by tens of milliseconds from run to
+    /// run; the per-round p50s are printed too. The sequential baseline runs once.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    rounds: usize,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -103,6 +112,9 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let testdata = store
         .require(ids::TESTDATA)
         .context("the real-speech corpus is not installed: run `hark models fetch --set test`")?;
@@ -114,6 +126,7 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
     streaming_cfg.threads = args.threads;
     if let Some(l) = streaming_cfg.listen.as_mut() {
         l.final_threads = args.threads;
+        l.fading_below = args.fading_below.clamp(0.0, 1.0);
     }
     let mut sequential_cfg = streaming_cfg.clone();
     if args.realtime {
@@ -133,8 +146,17 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         args.threads,
         if args.realtime { "live, in real time" } else { "on the input's clock" }
     );
-    let streaming = run_all(&mut Pipeline::load(streaming_cfg)?, &convs, args.realtime)?;
+    let mut pipeline = Pipeline::load(streaming_cfg)?;
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        rounds.push(run_all(&mut pipeline, &convs, args.realtime)?);
+    }
+    drop(pipeline);
     let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs, false)?;
+    let streaming: Vec<TurnRecord> = rounds.iter().flatten().cloned().collect();
     if streaming.is_empty() || sequential.is_empty() {
         bail!("no turn was answered");
     }
@@ -152,6 +174,18 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
     };
     let (s50, s95) = (median(v2v(&streaming)), percentile(v2v(&streaming), 0.95));
     let (q50, q95) = (median(v2v(&sequential)), percentile(v2v(&sequential), 0.95));
+    let round_p50: Vec<f64> = rounds.iter().map(|r| median(v2v(r))).collect();
+    // Each turn of the conversations, its V2V in every round.
+    let mut per_turn: Vec<(&TurnRecord, Vec<f64>)> = Vec::new();
+    for t in &streaming {
+        match per_turn
+            .iter_mut()
+            .find(|(first, _)| first.input == t.input && first.turn == t.turn)
+        {
+            Some((_, v2vs)) => v2vs.push(t.v2v_ms),
+            None => per_turn.push((t, vec![t.v2v_ms])),
+        }
+    }
     if args.json {
         let spans = |r: &[TurnRecord]| {
             span::ALL
@@ -162,13 +196,15 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         let out = json!({
             "threads": args.threads,
             "realtime": args.realtime,
+            "rounds": args.rounds,
+            "round_v2v_ms_p50": round_p50,
             "streaming": {"turns": streaming.len(), "v2v_ms_p50": s50, "v2v_ms_p95": s95, "spans_ms_p50": spans(&streaming)},
             "sequential": {"turns": sequential.len(), "v2v_ms_p50": q50, "v2v_ms_p95": q95, "spans_ms_p50": spans(&sequential)},
             "speedup_p50": q50 / s50,
             "preemptive": {"started_before_decision": streaming.iter().filter(|t| t.head_start_ms > 0.0).count(),
                            "head_start_ms": streaming.iter().map(|t| t.head_start_ms).collect::<Vec<_>>(),
                            "dropped": streaming.iter().map(|t| t.preemptive_dropped).sum::<usize>()},
-            "turns": streaming.iter().map(|t| json!({"input": t.input, "turn": t.turn, "transcript": t.transcript, "v2v_ms": t.v2v_ms})).collect::<Vec<_>>(),
+            "turns": per_turn.iter().map(|(t, v2vs)| json!({"input": t.input, "turn": t.turn, "transcript": t.transcript, "v2v_ms": median(v2vs.clone()), "v2v_ms_rounds": v2vs})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -194,6 +230,32 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             "  {key:<20} {:>10.0} {:>11.0}",
             span_of(&streaming, key),
             span_of(&sequential, key)
+        )?;
+    }
+    if args.rounds > 1 {
+        let list: Vec<String> = round_p50.iter().map(|p| format!("{p:.0}")).collect();
+        writeln!(
+            out,
+            "{} rounds, {} turns pooled; V2V p50 of each round: {} ms",
+            args.rounds,
+            streaming.len(),
+            list.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "per turn, streaming V2V ms (median of the rounds, lowest-highest):"
+    )?;
+    for (t, v2vs) in &per_turn {
+        let lo = v2vs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v2vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let text: String = t.transcript.chars().take(44).collect();
+        writeln!(
+            out,
+            "  {:<10} {:>2} {:>6.0} ({lo:.0}-{hi:.0})  {text:?}",
+            t.input,
+            t.turn,
+            median(v2vs.clone())
         )?;
     }
     let ahead: Vec<f64> = streaming
