@@ -308,7 +308,10 @@ impl Transcriber {
         }
         // Ends the decode the moment its words read as a loop or a runaway: what the rest of
         // the token budget would add is thrown away anyway (a third of a short turn's decode).
-        let mut watch = RunawayWatch::default();
+        let mut watch = RunawayWatch {
+            audio_seconds: audio.len() as f32 / 16_000.0,
+            ..RunawayWatch::default()
+        };
         params.logits_filter_callback = Some(runaway_trampoline);
         params.logits_filter_callback_user_data =
             &mut watch as *mut RunawayWatch as *mut std::ffi::c_void;
@@ -334,6 +337,11 @@ impl Transcriber {
         self.stats.tokens += tokens;
         self.stats.cut_short += usize::from(watch.stopped);
         let mut text = strip_annotations(&text);
+        if watch.restarted {
+            if let Some((once, _)) = restarted(&text) {
+                text = once;
+            }
+        }
         // Whisper's stock phrases on near-silence; a person who really says them is heard clearly.
         if no_speech_prob > INVENTED_MIN_NO_SPEECH && is_invented(&text) {
             text.clear();
@@ -399,12 +407,16 @@ struct RunawayWatch {
     tokens: usize,
     /// The decode was ended here.
     stopped: bool,
+    /// It was ended where it began its words again ([`restarted`]).
+    restarted: bool,
+    /// Seconds of audio decoded.
+    audio_seconds: f32,
 }
 
 /// whisper.cpp's logits filter, called before each token is chosen with the tokens chosen so
 /// far: once the completed words read as a loop ([`looped`]) or a runaway ([`repeats_itself`]),
-/// or a sentence has ended where Whisper nearly ended the text ([`ends_here`]), only the end of
-/// text may follow. Only words followed by a new one count as complete, so a
+/// begin the text again where the audio can hold no more ([`restarted`]), or a sentence has
+/// ended where Whisper nearly ended the text ([`ends_here`]), only the end of text may follow. Only words followed by a new one count as complete, so a
 /// word being spelled ("go f…" of "go fast") never reads as a repeat ("go forward").
 unsafe extern "C" fn runaway_trampoline(
     ctx: *mut whisper_rs::whisper_rs_sys::whisper_context,
@@ -451,6 +463,12 @@ unsafe extern "C" fn runaway_trampoline(
     if !watch.stopped && newest.first() == Some(&b' ') {
         let text = String::from_utf8_lossy(&watch.text);
         watch.stopped = looped(&text).is_some() || repeats_itself(&text);
+        if !watch.stopped {
+            watch.restarted = restarted(&text).is_some_and(|(_, words)| {
+                words as f32 >= RESTART_MIN_WORDS_PER_SECOND * watch.audio_seconds
+            });
+            watch.stopped = watch.restarted;
+        }
     }
     if !watch.stopped && newest.last().is_some_and(|c| b".?!".contains(c)) {
         watch.stopped = ends_here(logits, eot as usize);
@@ -471,6 +489,32 @@ unsafe extern "C" fn runaway_trampoline(
 /// reading, two commands joined by a pause). A loop is otherwise found only once the sentence
 /// has come round again: 5-11 tokens, 20-45 ms of a final decode, later.
 const SENTENCE_END_RATIO: f32 = 0.3;
+
+/// How many words a second of the decoded audio the words before a restart ([`restarted`]) must
+/// hold for the decode to end there: as many as the audio can hold, so no second sentence
+/// beginning like the first can be in it. People say 2-4 words a second, and the audio holds
+/// some silence before and after the speech. Where tiny.en began "What is the capital and
+/// France?" again, the words before held 3.0 a second; "Go forward 10 meters," 2.0.
+const RESTART_MIN_WORDS_PER_SECOND: f32 = 2.0;
+
+/// Where `text` begins its words again after a full stop, question mark, comma or semicolon: at
+/// least two words that are its first words (the last may be cut short), as a loop begins. The
+/// words before, as a sentence, and how many. None if it does not.
+pub fn restarted(text: &str) -> Option<(String, usize)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| word_key(w)).collect();
+    let last = words.len().saturating_sub(1);
+    (1..words.len().saturating_sub(1))
+        .find(|&at| {
+            words[at - 1].ends_with(['.', '?', '!', ',', ';'])
+                && (at..words.len()).all(|i| {
+                    let first = &keys[i - at];
+                    !keys[i].is_empty()
+                        && (keys[i] == *first || (i == last && first.starts_with(&keys[i])))
+                })
+        })
+        .map(|at| (sentence(&words[..at].join(" ")), at))
+}
 
 /// Whether a decode whose newest token ends a sentence should be ended there: the end of text is
 /// not the likeliest token (`logits` over the vocabulary), but at least [`SENTENCE_END_RATIO`]
@@ -740,6 +784,30 @@ mod tests {
         assert_eq!(looped("Go on. Go on. Stop here."), None);
         assert_eq!(looped("Go forward 10 meters."), None);
         assert_eq!(looped(""), None);
+    }
+
+    #[test]
+    fn a_text_that_begins_its_words_again_is_found_at_the_restart() {
+        let restart = crate::restarted;
+        assert_eq!(
+            restart("What is the capital and France? What is"),
+            Some(("What is the capital and France?".to_string(), 6))
+        );
+        assert_eq!(
+            restart("go forward 10 meters, go forward 1"),
+            Some(("Go forward 10 meters.".to_string(), 4))
+        );
+        // The last word may be cut short; the words before it may not differ.
+        assert_eq!(
+            restart("Yes, I can. Yes, I c"),
+            Some(("Yes, I can.".to_string(), 3))
+        );
+        // A second sentence beginning with the same word only, or no stop before the repeat.
+        assert_eq!(restart("Go forward 10 meters. Go somewhere"), None);
+        assert_eq!(restart("What is the capital and France? What"), None);
+        assert_eq!(restart("eight of spades eight of hearts"), None);
+        assert_eq!(restart("Eight of spades, four of clubs."), None);
+        assert_eq!(restart(""), None);
     }
 
     #[test]

@@ -96,6 +96,24 @@ fn a_decode_ends_at_a_full_stop_where_whisper_nearly_ended_it() {
 }
 
 #[test]
+fn a_decode_ends_where_it_begins_the_sentence_again_after_a_comma() {
+    // The command cut as the live listener hands it on (1.96 s, 0.4 s into the recording):
+    // tiny.en says it, then a comma, and begins it again ("go forward 10 meters, go forward
+    // 10 meters," measured: 12 tokens, the repeat found as it came round). Its four words fill
+    // the audio at 2 a second, so no second sentence fits: the decode ends two words into the
+    // repeat, with the sentence once.
+    let audio = raw16k(&testdata().join("goforward.raw"))[6_400..6_400 + 31_360].to_vec();
+    let mut asr = transcriber(hark_asr::FITTED_WINDOW);
+    assert_eq!(
+        asr.transcribe(&audio).unwrap().text,
+        "Go forward 10 meters."
+    );
+    let stats = asr.last_stats();
+    assert_eq!((stats.decodes, stats.cut_short), (1, 1), "{stats:?}");
+    assert!(stats.tokens <= 9, "{stats:?}");
+}
+
+#[test]
 fn a_second_sentence_after_a_pause_is_heard() {
     // Two commands with 300 ms between them: after the first full stop Whisper goes on to the
     // second (the end of text at 0.02 of the next word's probability), and the decode with it.
