@@ -32,7 +32,9 @@ pub struct V2vBenchArgs {
     fading_below: f32,
     /// Run the streaming pipeline over the conversations this many times and pool the turns:
     /// on a shared machine one round's p50 (8 turns) moves by tens of milliseconds from run to
-    /// run; the per-round p50s are printed too. The sequential baseline runs once.
+    /// run; the per-round p50s are printed too. Each round starts with the voice's phrase cache as
+    /// start-up left it (the replies repeat from round to round). The sequential baseline runs
+    /// once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     rounds: usize,
     /// Print the figures as JSON.
@@ -152,6 +154,8 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         if args.rounds > 1 {
             eprintln!("round {round} of {}", args.rounds);
         }
+        // Each round as the first: no reply found already spoken by a round before.
+        pipeline.reset_phrases()?;
         rounds.push(run_all(&mut pipeline, &convs, args.realtime)?);
     }
     drop(pipeline);

@@ -126,12 +126,25 @@ impl Pipeline {
     fn warm_up(&mut self) -> Result<(), PipelineError> {
         let second = AudioBuffer::silence(1000.0, ASR_SAMPLE_RATE);
         self.turns.probabilities(&second.samples)?;
-        self.asr.transcribe(&second.samples)?;
         // The system prompt's keys and values stay in the cache: every turn starts from them.
         // (The next prompt shares the system message with this one; `sync` keeps that prefix.)
         let prefix = self.brain().prompt_tokens(&[])?;
         self.session.sync(&prefix)?;
+        // Whisper is not run on speech here. whisper.cpp's threads come from OpenMP, which
+        // gives this thread a team of its own; with it, every live decode (on the listener's
+        // thread) took 2-3 times as long (the bundled questions: 170-290 against 80-135 ms,
+        // measured). A fresh model's first decode costs no more than the next ones anyway.
+        self.asr.transcribe(&second.samples)?;
         self.voice.synthesize("Hello.")?;
+        self.reset_phrases()?;
+        Ok(())
+    }
+
+    /// Empties the voice's phrase cache back to what start-up put there (the acknowledgements):
+    /// a benchmark's next round then synthesises its replies as the first round did, instead of
+    /// finding them spoken already.
+    pub fn reset_phrases(&mut self) -> Result<(), PipelineError> {
+        self.voice.set_cache_bytes(hark_tts::DEFAULT_CACHE_BYTES);
         self.voice.warm_phrases(&hark_tts::ACKNOWLEDGEMENTS)?;
         Ok(())
     }
