@@ -416,8 +416,9 @@ struct RunawayWatch {
 /// whisper.cpp's logits filter, called before each token is chosen with the tokens chosen so
 /// far: once the completed words read as a loop ([`looped`]) or a runaway ([`repeats_itself`]),
 /// begin the text again where the audio can hold no more ([`restarted`]), or a sentence has
-/// ended where Whisper nearly ended the text ([`ends_here`]), only the end of text may follow. Only words followed by a new one count as complete, so a
-/// word being spelled ("go f…" of "go fast") never reads as a repeat ("go forward").
+/// ended where Whisper nearly ended the text ([`ends_here`]), only the end of text may follow.
+/// Only words followed by a new one count as complete, so a word being spelled ("go f…" of "go
+/// fast") never reads as a repeat ("go forward").
 unsafe extern "C" fn runaway_trampoline(
     ctx: *mut whisper_rs::whisper_rs_sys::whisper_context,
     _state: *mut whisper_rs::whisper_rs_sys::whisper_state,
@@ -788,26 +789,28 @@ mod tests {
 
     #[test]
     fn a_text_that_begins_its_words_again_is_found_at_the_restart() {
-        let restart = crate::restarted;
         assert_eq!(
-            restart("What is the capital and France? What is"),
+            crate::restarted("What is the capital and France? What is"),
             Some(("What is the capital and France?".to_string(), 6))
         );
         assert_eq!(
-            restart("go forward 10 meters, go forward 1"),
+            crate::restarted("go forward 10 meters, go forward 1"),
             Some(("Go forward 10 meters.".to_string(), 4))
         );
         // The last word may be cut short; the words before it may not differ.
         assert_eq!(
-            restart("Yes, I can. Yes, I c"),
+            crate::restarted("Yes, I can. Yes, I c"),
             Some(("Yes, I can.".to_string(), 3))
         );
         // A second sentence beginning with the same word only, or no stop before the repeat.
-        assert_eq!(restart("Go forward 10 meters. Go somewhere"), None);
-        assert_eq!(restart("What is the capital and France? What"), None);
-        assert_eq!(restart("eight of spades eight of hearts"), None);
-        assert_eq!(restart("Eight of spades, four of clubs."), None);
-        assert_eq!(restart(""), None);
+        assert_eq!(crate::restarted("Go forward 10 meters. Go somewhere"), None);
+        assert_eq!(
+            crate::restarted("What is the capital and France? What"),
+            None
+        );
+        assert_eq!(crate::restarted("eight of spades eight of hearts"), None);
+        assert_eq!(crate::restarted("Eight of spades, four of clubs."), None);
+        assert_eq!(crate::restarted(""), None);
     }
 
     #[test]

@@ -154,8 +154,10 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         if args.rounds > 1 {
             eprintln!("round {round} of {}", args.rounds);
         }
-        // Each round as the first: no reply found already spoken by a round before.
-        pipeline.reset_phrases()?;
+        if round > 1 {
+            // Each round as the first: no reply found already spoken by a round before.
+            pipeline.reset_phrases()?;
+        }
         rounds.push(run_all(&mut pipeline, &convs, args.realtime)?);
     }
     drop(pipeline);

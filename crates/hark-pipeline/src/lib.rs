@@ -130,11 +130,12 @@ impl Pipeline {
         // (The next prompt shares the system message with this one; `sync` keeps that prefix.)
         let prefix = self.brain().prompt_tokens(&[])?;
         self.session.sync(&prefix)?;
-        // Whisper is not run on speech here. whisper.cpp's threads come from OpenMP, which
-        // gives this thread a team of its own; with it, every live decode (on the listener's
-        // thread) took 2-3 times as long (the bundled questions: 170-290 against 80-135 ms,
-        // measured). A fresh model's first decode costs no more than the next ones anyway.
-        self.asr.transcribe(&second.samples)?;
+        // Whisper is loaded but not run here. whisper.cpp's threads come from OpenMP, which
+        // gives the thread that runs it a team of its own; a decode of speech on this thread
+        // made every live decode (on the listener's thread) 2-3 times as long (the bundled
+        // questions: 170-290 against 80-135 ms, measured). A fresh model's first decode costs
+        // no more than the next ones anyway. (A silent second, which this once decoded, is not
+        // run through Whisper at all: `hark_asr::is_silent`.)
         self.voice.synthesize("Hello.")?;
         self.reset_phrases()?;
         Ok(())

@@ -14,8 +14,8 @@
 //!
 //! Preemptive replies: the reply starts on the transcript decoded when the user falls silent,
 //! while the listener still waits to decide that the turn is over. Its audio is held in the
-//! player (a `Held` reply); the decision releases it at once, and the user speaking again drops it
-//! (and cancels what is still being generated). Only the work left after the decision counts in
+//! player (a `Held` reply); the decision releases it at once, and the user speaking again drops
+//! it (and cancels what is still being generated). Only the work left after the decision counts in
 //! the spans; `head_start_ms` says how much was done before.
 //!
 //! The ends are pluggable ([`LiveIo`]): a WAV file fed at real-time pace ([`PacedInput`]) or a
