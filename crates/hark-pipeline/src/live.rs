@@ -1529,6 +1529,16 @@ fn count_from_decision(r: &mut TurnRecord) {
     if r.head_start_ms > 0.0 {
         let decided = r.speech_end_ms + r.spans.endpoint;
         let mut at = decided - r.head_start_ms;
+        tracing::debug!(
+            turn = r.turn,
+            transcript_ms = at - r.speech_end_ms,
+            llm_ttft_ms = r.spans.llm_ttft,
+            first_clause_ms = r.spans.first_clause,
+            tts_first_audio_ms = r.spans.tts_first_audio,
+            prefill_tokens = r.engine.prefill_tokens,
+            reply = %r.reply,
+            "a reply begun at the pause, from the speech's end"
+        );
         let spans = &mut r.spans;
         for span in [
             &mut spans.llm_ttft,

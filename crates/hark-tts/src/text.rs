@@ -60,19 +60,35 @@ fn ends_with_abbreviation(text: &str) -> bool {
     word.chars().count() == 1 || ABBREVIATIONS.contains(&word.as_str())
 }
 
-/// Splits streaming text (an LLM's reply as it is generated) into chunks to synthesise: the
-/// first as early as is natural, at the first clause break (", ; :") or after
-/// [`Chunker::FIRST_MAX_WORDS`] words, then whole sentences. A break is only taken once the
-/// character after it is known, so "3.50", "3,000", "example.com" and "Dr. Smith" never split.
+/// Splits streaming text (an LLM's reply as it is generated, token by token) into chunks to
+/// synthesise: the first as early as is natural, then whole sentences.
+///
+/// The first chunk ends at the first clause break (", ; :"), or before a word that opens a
+/// phrase ("of", "with", "and", ...) once [`Chunker::FIRST_MIN_WORDS`] words precede it ("The
+/// moon is made | of pure silver"), or after [`Chunker::FIRST_MAX_WORDS`] words. A break is
+/// taken once the character after it is known, so "3.50", "3,000", "example.com" and "Dr.
+/// Smith" never split; a comma, question or exclamation mark right after a letter needs no
+/// look-ahead (nothing but a space follows one in speech), so it ends a chunk the moment its
+/// token arrives, one token sooner.
 #[derive(Debug, Default)]
 pub struct Chunker {
     pending: String,
     first_done: bool,
 }
 
+/// Words that open a phrase: prepositions, conjunctions, relative words. The first chunk may end
+/// before one, where a speaker would pause.
+const OPENS_PHRASE: [&str; 34] = [
+    "of", "in", "on", "at", "for", "with", "from", "by", "about", "into", "to", "through", "over",
+    "under", "after", "before", "during", "without", "between", "and", "but", "or", "so",
+    "because", "if", "when", "while", "that", "which", "who", "where", "since", "although", "than",
+];
+
 impl Chunker {
     /// Words after which the first chunk goes even without punctuation.
     pub const FIRST_MAX_WORDS: usize = 6;
+    /// Words the first chunk has at least when it ends before a word that opens a phrase.
+    pub const FIRST_MIN_WORDS: usize = 3;
 
     pub fn new() -> Self {
         Chunker::default()
@@ -104,36 +120,59 @@ impl Chunker {
     fn next_break(&self) -> Option<usize> {
         let text = &self.pending;
         let mut words = 0;
-        let mut in_word = false;
+        // Where the word being read began, while in one.
+        let mut word_start = None;
+        let mut prev = None;
         let mut chars = text.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
             let next = chars.peek().map(|&(_, n)| n);
+            let before = prev.replace(c);
             if c.is_whitespace() {
-                if in_word {
+                if let Some(start) = word_start.take() {
                     words += 1;
-                    in_word = false;
-                    // No punctuation yet: the first chunk goes after a few words.
-                    if !self.first_done && words >= Self::FIRST_MAX_WORDS {
-                        return Some(i);
+                    if !self.first_done {
+                        // A word that opens a phrase, with enough words before it: the
+                        // chunk ends before it.
+                        if words > Self::FIRST_MIN_WORDS && opens_phrase(&text[start..i]) {
+                            return Some(start);
+                        }
+                        // No punctuation yet: the first chunk goes after a few words.
+                        if words >= Self::FIRST_MAX_WORDS {
+                            return Some(i);
+                        }
                     }
                 }
                 continue;
             }
-            in_word = true;
-            // A break needs the character after it, and that must be a space.
-            if !next.is_some_and(char::is_whitespace) {
-                continue;
-            }
+            word_start.get_or_insert(i);
             let end = i + c.len_utf8();
             let sentence_end =
                 matches!(c, '.' | '!' | '?') && !(c == '.' && ends_with_abbreviation(&text[..end]));
             let clause_end = !self.first_done && matches!(c, ',' | ';' | ':');
-            if sentence_end || clause_end {
+            if !(sentence_end || clause_end) {
+                continue;
+            }
+            // A break needs the character after it, and that must be a space; after a letter, a
+            // comma, semicolon, question or exclamation mark is one as it stands (a full stop
+            // may be a dot in an address, "example" "." "com", and a colon a URL's).
+            let settled = match next {
+                Some(n) => n.is_whitespace(),
+                None => {
+                    matches!(c, ',' | ';' | '?' | '!') && before.is_some_and(char::is_alphabetic)
+                }
+            };
+            if settled {
                 return Some(end);
             }
         }
         None
     }
+}
+
+/// Whether `word` (as written, with any punctuation) opens a phrase.
+fn opens_phrase(word: &str) -> bool {
+    let word = word.to_lowercase();
+    OPENS_PHRASE.contains(&word.as_str())
 }
 
 /// Splits at sentence ends (. ! ?) followed by a space, keeping the punctuation. A full stop
@@ -258,6 +297,50 @@ mod tests {
         for n in 1..12 {
             assert_eq!(chunks_of(text, n).join(" "), text, "pieces of {n}");
         }
+    }
+
+    #[test]
+    fn the_first_chunk_ends_before_a_word_that_opens_a_phrase() {
+        for n in [1, 2, 5] {
+            assert_eq!(
+                chunks_of("The moon is made of pure silver and rock. It shines.", n),
+                ["The moon is made", "of pure silver and rock.", "It shines."],
+                "pieces of {n}"
+            );
+        }
+        // Not with fewer than three words before it, nor after the first chunk.
+        assert_eq!(
+            chunks_of(
+                "I think that we should probably go now. It is late and dark.",
+                3
+            ),
+            [
+                "I think that we should probably",
+                "go now.",
+                "It is late and dark."
+            ]
+        );
+    }
+
+    #[test]
+    fn a_comma_or_mark_after_a_word_ends_the_chunk_as_its_token_arrives() {
+        let mut c = Chunker::new();
+        assert!(c.push("Paris").is_empty());
+        assert_eq!(c.push(","), ["Paris,"], "no wait for the next token");
+        let mut c = Chunker::new();
+        assert!(c.push("You're welcome").is_empty());
+        assert_eq!(c.push("!"), ["You're welcome!"]);
+        // Where the next character decides, it is waited for.
+        let mut c = Chunker::new();
+        for piece in ["It", " costs", " 3", ",", "0", "0", "0", " dollars", "."] {
+            assert!(c.push(piece).is_empty(), "split at {piece:?}");
+        }
+        let mut c = Chunker::new();
+        for piece in ["Visit", " example", ".", "com", " or", " http", ":"] {
+            assert!(c.push(piece).is_empty(), "split at {piece:?}");
+        }
+        assert_eq!(c.push("//"), Vec::<String>::new());
+        assert_eq!(c.finish().as_deref(), Some("Visit example.com or http://"));
     }
 
     #[test]
