@@ -169,10 +169,10 @@ impl Chunker {
     }
 }
 
-/// Whether `word` (as written, with any punctuation) opens a phrase.
+/// Whether `word` (as written, with any punctuation) opens a phrase. (Asked of each word the
+/// chunker reads, token by token: no allocation.)
 fn opens_phrase(word: &str) -> bool {
-    let word = word.to_lowercase();
-    OPENS_PHRASE.contains(&word.as_str())
+    OPENS_PHRASE.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// Splits at sentence ends (. ! ?) followed by a space, keeping the punctuation. A full stop
