@@ -24,7 +24,7 @@ pub mod vec;
 mod x86;
 
 pub use formats::{ActType, WeightType};
-pub use matrix::{dot_row, dot_row_x4, Activations, QMatrix};
+pub use matrix::{dot_row, dot_row_tail, dot_row_x4, Activations, QMatrix};
 pub use pool::ThreadPool;
 
 #[derive(Debug, thiserror::Error)]

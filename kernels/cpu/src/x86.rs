@@ -421,6 +421,15 @@ pub unsafe fn dot_q4k_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4]
     q4k_n::<4>(w, a, nb)
 }
 
+/// [`dot_q4k_x4`] for the first two or three rows of `a` (the rest are not read).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_x23(w: *const u8, a: [*const u8; 4], n: usize, nb: usize) -> [f32; 4] {
+    match n {
+        2 => q4k_n::<2>(w, a, nb),
+        _ => q4k_n::<3>(w, a, nb),
+    }
+}
+
 /// Broadcasts the 16-bit scale `i` to every 16-bit lane.
 #[inline(always)]
 unsafe fn scale_shuffle_k4(i: usize) -> __m256i {
@@ -539,6 +548,15 @@ pub unsafe fn dot_q6k(w: *const u8, a: *const u8, nb: usize) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6k_x4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
     q6k_n::<4>(w, a, nb)
+}
+
+/// [`dot_q6k_x4`] for the first two or three rows of `a` (the rest are not read).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k_x23(w: *const u8, a: [*const u8; 4], n: usize, nb: usize) -> [f32; 4] {
+    match n {
+        2 => q6k_n::<2>(w, a, nb),
+        _ => q6k_n::<3>(w, a, nb),
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -3,7 +3,7 @@
 
 use half::f16;
 use hark_kernels::formats::{dequantize_row, quantize_row, ActType, WeightType, QK, QK_K};
-use hark_kernels::{dot_row, dot_row_x4, Activations, QMatrix, ThreadPool};
+use hark_kernels::{dot_row, dot_row_tail, dot_row_x4, Activations, QMatrix, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -155,11 +155,20 @@ fn four_token_kernels_equal_one_token_kernels() {
                 a
             })
             .collect();
-        let four = dot_row_x4(ty, &w, [&rows[0], &rows[1], &rows[2], &rows[3]], cols);
+        let a = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
+        let four = dot_row_x4(ty, &w, a, cols);
         for (t, row) in rows.iter().enumerate() {
             let one = dot_row(ty, &w, row, cols);
             // Same sums in the same order: a token's logits must not depend on its batch.
             assert_eq!(four[t], one, "{ty:?} token {t}");
+            // The kernels for a tail of one, two or three tokens likewise.
+            for n in t + 1..=3 {
+                assert_eq!(
+                    dot_row_tail(ty, &w, a, n, cols)[t],
+                    one,
+                    "{ty:?} token {t} of {n}"
+                );
+            }
         }
     }
 }
