@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use hark_llm::chat::chatml_prompt;
 use hark_llm::speculative::ASSISTANT_PROMPTS;
 use hark_llm::{
-    ChatMessage, Engine, GenerationParams, Role, SamplerConfig, SpeculationStats, Speculator,
+    ChatMessage, Engine, GenerationParams, HeadTokens, Role, SamplerConfig, SpeculationStats,
+    Speculator,
 };
 use hark_models::ModelStore;
 use serde_json::json;
@@ -60,16 +61,25 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         .draft_model
         .clone()
         .or_else(|| (args.model == "qwen1.5b").then(|| "qwen0.5b".to_string()));
-    let draft = match &draft_name {
-        Some(name) => {
-            let p = llm_path(store, name)?;
-            Some(
-                Engine::load(&p, 1024, args.threads)
-                    .with_context(|| format!("loading the draft model {}", p.display()))?,
-            )
+    // The draft model with its whole head and, unless --draft-head 0, with a head of the first
+    // N tokens.
+    let mut drafts = Vec::new();
+    if let Some(name) = &draft_name {
+        let p = llm_path(store, name)?;
+        let mut heads = vec![HeadTokens::All];
+        if args.draft_head > 0 {
+            heads.push(HeadTokens::FirstAndSpecial(args.draft_head));
         }
-        None => None,
-    };
+        for head in heads {
+            let engine = Engine::load_with(&p, 1024, args.threads, head)
+                .with_context(|| format!("loading the draft model {}", p.display()))?;
+            let label = match engine.model().head_subset() {
+                Some(n) => format!("{name}, head of {n}"),
+                None => name.clone(),
+            };
+            drafts.push((label, engine));
+        }
+    }
     let draft_path = match &draft_name {
         Some(name) => Some(llm_path(store, name)?),
         None => None,
@@ -102,6 +112,8 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         s
     };
     let mut prompts = Vec::new();
+    // Every token plain decoding generated (how many of them a draft head scores).
+    let mut plain_generated: Vec<u32> = Vec::new();
     let mut variants = vec![Variant::new("plain", None)];
     variants.push(Variant::new(
         format!("prompt lookup (controller, k ≤ {k})"),
@@ -113,8 +125,7 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         format!("prompt lookup (always k = {k})"),
         Some(lookup),
     ));
-    if let Some(draft) = &draft {
-        let name = draft_name.as_deref().unwrap_or("draft");
+    for (name, draft) in &drafts {
         variants.push(Variant::new(
             format!("draft model {name} (controller, k ≤ {k})"),
             Some(calibrated(Speculator::draft_model(draft, sampler, k)?)),
@@ -165,6 +176,7 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
             let decoded = g.tokens.len().saturating_sub(1);
             if v.speculator.is_none() {
                 plain_tokens = g.tokens.clone();
+                plain_generated.extend_from_slice(&g.tokens);
                 plain_ms = g.decode_ms;
             } else {
                 v.identical &= g.tokens == plain_tokens;
@@ -217,6 +229,22 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         .filter(|v| v.speculator.is_some())
         .map(Variant::tok_s)
         .fold(0.0, f64::max);
+    // How much of plain decoding's output each draft head could propose at all.
+    let head_coverage: Vec<(String, usize, f64)> = drafts
+        .iter()
+        .filter_map(|(name, engine)| {
+            let n = engine.model().head_subset()?;
+            let scored = plain_generated
+                .iter()
+                .filter(|&&id| engine.model().head_scores(id))
+                .count();
+            Some((
+                name.clone(),
+                n,
+                scored as f64 / plain_generated.len().max(1) as f64,
+            ))
+        })
+        .collect();
     if args.json {
         let rows: Vec<_> = variants
             .iter()
@@ -241,17 +269,21 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
                 "variants": rows,
                 "llama_cpp": peer,
                 "best_speculative_tok_s": best_spec,
+                "draft_head_coverage": head_coverage
+                    .iter()
+                    .map(|(name, n, share)| json!({"draft": name, "head_tokens": n, "share_of_plain_output": share}))
+                    .collect::<Vec<_>>(),
             }))?
         );
     } else {
         println!(
-            "{:<44} {:>8} {:>8} {:>10} {:>8} {:>11} {:>10}  controller's k (0..)",
+            "{:<56} {:>8} {:>8} {:>10} {:>8} {:>11} {:>10}  controller's k (0..)",
             "decoding", "tok/s", "speed-up", "accepted", "mean len", "worst/plain", "identical"
         );
         for v in &variants {
             let spec = v.speculator.is_some();
             println!(
-                "{:<44} {:>8.1} {:>7.2}x {:>9.0}% {:>8.2} {:>11} {:>10}  {}",
+                "{:<56} {:>8.1} {:>7.2}x {:>9.0}% {:>8.2} {:>11} {:>10}  {}",
                 v.name,
                 v.tok_s(),
                 v.tok_s() / plain_tok_s,
@@ -304,6 +336,12 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
                     passes.join(", ")
                 );
             }
+        }
+        for (name, n, share) in &head_coverage {
+            println!(
+                "draft model {name}: its head scores {n} tokens, {:.1} % of the tokens plain decoding generated",
+                share * 100.0
+            );
         }
         if let Some(p) = &peer {
             let plain = p["plain_tok_s"].as_f64().unwrap_or(f64::NAN);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Scratch};
+use crate::model::{HeadTokens, Model, Scratch};
 use crate::sampler::{Sampler, SamplerConfig, Verdict};
 use crate::speculative::{SpeculationStats, Speculator};
 use crate::tokenizer::Tokenizer;
@@ -26,7 +26,18 @@ impl Engine {
     /// Loads a GGUF model computing on `threads` threads; each session's KV cache holds
     /// `context` positions (capped at the model's trained context).
     pub fn load(path: &Path, context: usize, threads: usize) -> Result<Self, LlmError> {
-        let (model, content) = Model::load(path, context, threads.max(1))?;
+        Self::load_with(path, context, threads, HeadTokens::All)
+    }
+
+    /// [`Engine::load`], with an output head that scores only some tokens (a draft model's:
+    /// [`HeadTokens::FirstAndSpecial`]).
+    pub fn load_with(
+        path: &Path,
+        context: usize,
+        threads: usize,
+        head: HeadTokens,
+    ) -> Result<Self, LlmError> {
+        let (model, content) = Model::load(path, context, threads.max(1), head)?;
         let tokenizer = Tokenizer::from_gguf(&content.metadata)?;
         let context = context.min(model.config.context_length).max(1);
         Ok(Engine {

@@ -18,6 +18,7 @@ pub mod tokenizer;
 
 pub use chat::{ChatMessage, Role};
 pub use engine::{Engine, Generation, GenerationParams, Session, StopReason};
+pub use model::HeadTokens;
 pub use sampler::SamplerConfig;
 pub use speculative::{
     Controller, DraftModel, Drafter, PromptLookup, SpeculationStats, Speculator,

@@ -34,14 +34,41 @@ struct Layer {
     down: QMatrix,
 }
 
+/// Which tokens the output head scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadTokens {
+    /// Every token: what decoding needs.
+    #[default]
+    All,
+    /// The first `n` token ids and every special token; every other token's logit is -inf. For
+    /// a model that only drafts: a byte-level BPE vocabulary lists its tokens in the order their
+    /// merges were learned, most frequent first, so the first ids cover most of ordinary text
+    /// (Qwen2.5's first 32,768 of 151,936: 91-94 % of English text), and a draft model's head
+    /// is a large share of what it reads per token (Qwen2.5-0.5B: 145 of 393 MB).
+    FirstAndSpecial(usize),
+}
+
+/// The output head's weights.
+enum Head {
+    /// The embedding table.
+    Tied,
+    Own(QMatrix),
+    /// Some tokens' rows only ([`HeadTokens::FirstAndSpecial`]).
+    Subset {
+        matrix: QMatrix,
+        /// Rows `0..first` are token ids `0..first`; the rest are `extra`'s ids, in order.
+        first: usize,
+        extra: Vec<u32>,
+    },
+}
+
 /// A loaded model: weights, rope tables and the thread pool; sessions own caches and scratch.
 pub struct Model {
     pub config: ModelConfig,
     embeddings: QMatrix,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    /// `None`: tied to the embeddings.
-    output: Option<QMatrix>,
+    head: Head,
     /// `[positions, head_dim / 2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -67,6 +94,8 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     scores: Vec<f32>,
+    /// Logits of a subset head, before they are spread over the vocabulary.
+    head: Vec<f32>,
     /// Quantized activations, one buffer per activation format.
     acts: [Activations; 5],
 }
@@ -124,11 +153,13 @@ fn weight_type(d: GgmlDType) -> Result<WeightType, String> {
 impl Model {
     /// Loads a GGUF file; returns the model and the file's metadata (for the tokenizer).
     /// `max_context` bounds the positions the rope tables cover; `threads` is the size of the
-    /// compute pool (counting the calling thread).
+    /// compute pool (counting the calling thread); `head_tokens` which tokens the output head
+    /// scores.
     pub fn load(
         path: &Path,
         max_context: usize,
         threads: usize,
+        head_tokens: HeadTokens,
     ) -> Result<(Self, gguf_file::Content), LlmError> {
         let name = path.display().to_string();
         if !path.is_file() {
@@ -162,9 +193,33 @@ impl Model {
             .ok_or_else(|| fmt("tensor `token_embd.weight` is missing".into()))?;
         let (d, hd) = (cfg.d_model, cfg.head_dim);
         let embeddings = reader.matrix("token_embd.weight", vocab, d)?;
-        let output = match content.tensor_infos.contains_key("output.weight") {
-            true => Some(reader.matrix("output.weight", vocab, d)?),
-            false => None,
+        let head_name = match content.tensor_infos.contains_key("output.weight") {
+            true => "output.weight",
+            false => "token_embd.weight",
+        };
+        let head = match head_tokens {
+            HeadTokens::FirstAndSpecial(first) if first < vocab => {
+                let extra: Vec<u32> = crate::tokenizer::special_token_ids(&content.metadata)?
+                    .into_iter()
+                    .filter(|&id| id as usize >= first && (id as usize) < vocab)
+                    .collect();
+                let (ty, data) = reader.read(head_name, &[vocab, d])?;
+                let row = data.len() / vocab;
+                let mut rows = data[..first * row].to_vec();
+                for &id in &extra {
+                    let at = id as usize * row;
+                    rows.extend_from_slice(&data[at..at + row]);
+                }
+                let matrix = QMatrix::new(ty, first + extra.len(), d, rows)
+                    .map_err(|e| fmt(format!("`{head_name}`: {e}")))?;
+                Head::Subset {
+                    matrix,
+                    first,
+                    extra,
+                }
+            }
+            _ if head_name == "output.weight" => Head::Own(reader.matrix(head_name, vocab, d)?),
+            _ => Head::Tied,
         };
         let norm = reader.f32s("output_norm.weight", d)?;
         let has_bias = cfg.arch == Architecture::Qwen2;
@@ -199,8 +254,12 @@ impl Model {
         let (rope_cos, rope_sin) = rope_tables(cfg, rope_positions);
         let f32s = |v: &Vec<f32>| v.len() * 4;
         let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, f32s);
+        let head_bytes = match &head {
+            Head::Tied => 0,
+            Head::Own(m) | Head::Subset { matrix: m, .. } => m.bytes(),
+        };
         let weight_bytes = embeddings.bytes()
-            + output.as_ref().map_or(0, QMatrix::bytes)
+            + head_bytes
             + f32s(&norm)
             + f32s(&rope_cos)
             + f32s(&rope_sin)
@@ -219,10 +278,9 @@ impl Model {
                 })
                 .sum::<usize>();
         let decode_read_bytes = weight_bytes
-            - if output.is_some() {
-                embeddings.bytes()
-            } else {
-                0
+            - match head {
+                Head::Tied => 0,
+                _ => embeddings.bytes(),
             };
         Ok((
             Model {
@@ -230,7 +288,7 @@ impl Model {
                 embeddings,
                 layers,
                 norm,
-                output,
+                head,
                 rope_cos,
                 rope_sin,
                 rope_positions,
@@ -244,6 +302,23 @@ impl Model {
 
     pub fn vocab_size(&self) -> usize {
         self.embeddings.rows()
+    }
+
+    /// Whether the output head scores token `id` (every token, unless it is a subset).
+    pub fn head_scores(&self, id: u32) -> bool {
+        match &self.head {
+            Head::Subset { first, extra, .. } => (id as usize) < *first || extra.contains(&id),
+            _ => (id as usize) < self.vocab_size(),
+        }
+    }
+
+    /// How many tokens the output head scores, where it scores only some
+    /// ([`HeadTokens::FirstAndSpecial`]).
+    pub fn head_subset(&self) -> Option<usize> {
+        match &self.head {
+            Head::Subset { matrix, .. } => Some(matrix.rows()),
+            _ => None,
+        }
     }
 
     /// Threads the forward pass runs on.
@@ -369,9 +444,36 @@ impl Model {
             let o = (i - first) * d..(i - first + 1) * d;
             vec::rms_norm(&s.x[r], &self.norm, eps, &mut s.h[o]);
         }
-        let head = self.output.as_ref().unwrap_or(&self.embeddings);
-        quantize_for(&mut s.acts, &[head], &s.h, out_rows, d);
-        self.matmuls(&[(head, Out(logits.as_mut_ptr()))], &s.acts, out_rows);
+        match &self.head {
+            Head::Tied | Head::Own(_) => {
+                let m = match &self.head {
+                    Head::Own(m) => m,
+                    _ => &self.embeddings,
+                };
+                quantize_for(&mut s.acts, &[m], &s.h, out_rows, d);
+                self.matmuls(&[(m, Out(logits.as_mut_ptr()))], &s.acts, out_rows);
+            }
+            Head::Subset {
+                matrix,
+                first,
+                extra,
+            } => {
+                let n = matrix.rows();
+                grow(&mut s.head, out_rows * n);
+                quantize_for(&mut s.acts, &[matrix], &s.h, out_rows, d);
+                self.matmuls(&[(matrix, Out(s.head.as_mut_ptr()))], &s.acts, out_rows);
+                for (row, scored) in logits[..out_rows * vocab]
+                    .chunks_exact_mut(vocab)
+                    .zip(s.head.chunks_exact(n))
+                {
+                    row[..*first].copy_from_slice(&scored[..*first]);
+                    row[*first..].fill(f32::NEG_INFINITY);
+                    for (&id, &v) in extra.iter().zip(&scored[*first..]) {
+                        row[id as usize] = v;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -508,7 +610,8 @@ impl TensorReader<'_> {
         }
     }
 
-    /// A tensor's type and bytes, after checking its shape against what the model needs.
+    /// A tensor's type and bytes (rows in file order), after checking its shape against what
+    /// the model needs.
     fn read(&mut self, name: &str, want: &[usize]) -> Result<(WeightType, Vec<u8>), LlmError> {
         let info = self
             .content

@@ -54,6 +54,13 @@ pub trait Drafter: Send {
     /// Up to `k` tokens likely to follow `context` (the whole sequence so far). Fewer, or none,
     /// when it has no good guess.
     fn draft(&mut self, context: &[u32], k: usize) -> Result<Vec<u32>, LlmError>;
+
+    /// Whether the last [`Drafter::draft`] first caught up on context that arrived while it
+    /// was not drafting (a draft model prefilling it): a cost paid once when drafting resumes,
+    /// not by each draft, so that call's time is no measure of what a draft costs.
+    fn caught_up(&self) -> bool {
+        false
+    }
 }
 
 /// Prompt lookup: finds the latest earlier occurrence of the context's last `n` tokens (the
@@ -102,6 +109,7 @@ pub struct DraftModel {
     session: Session,
     sampler: Sampler,
     name: String,
+    caught_up: bool,
 }
 
 impl DraftModel {
@@ -115,10 +123,15 @@ impl DraftModel {
                 ..sampler
             }),
             name: format!(
-                "draft model ({}, {} layers)",
+                "draft model ({}, {} layers, {})",
                 engine.model().config.arch_name,
-                engine.model().config.n_layer
+                engine.model().config.n_layer,
+                match engine.model().head_subset() {
+                    Some(n) => format!("head of {n} tokens"),
+                    None => "whole head".to_string(),
+                }
             ),
+            caught_up: false,
         })
     }
 
@@ -133,7 +146,12 @@ impl Drafter for DraftModel {
         &self.name
     }
 
+    fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     fn draft(&mut self, context: &[u32], k: usize) -> Result<Vec<u32>, LlmError> {
+        self.caught_up = false;
         if k == 0 || context.is_empty() {
             return Ok(Vec::new());
         }
@@ -141,8 +159,11 @@ impl Drafter for DraftModel {
         if k == 0 {
             return Ok(Vec::new());
         }
-        // Keeps what is still right of the last drafts (the accepted ones) and computes the rest.
-        let (mut logits, _) = self.session.sync(context)?;
+        // Keeps what is still right of the last drafts (the accepted ones) and computes the rest:
+        // while drafting goes on, the last draft and the token decided after the accepted ones
+        // (at most two); more is context that arrived while the controller kept drafting off.
+        let (mut logits, computed) = self.session.sync(context)?;
+        self.caught_up = computed > 2;
         let mut history = context.to_vec();
         let mut drafts = Vec::with_capacity(k);
         loop {
@@ -328,15 +349,24 @@ impl Controller {
         k
     }
 
-    /// What a step cost and kept: `drafted` tokens (taking `draft_ms`), `accepted` of them,
-    /// one forward pass over `drafted + 1` tokens taking `pass_ms`.
-    pub fn observe(&mut self, drafted: usize, accepted: usize, draft_ms: f64, pass_ms: f64) {
+    /// What a step cost and kept: `drafted` tokens (taking `draft_ms`; `None` where that time
+    /// is no measure of drafting, see [`Drafter::caught_up`]), `accepted` of them, one forward
+    /// pass over `drafted + 1` tokens taking `pass_ms`.
+    pub fn observe(
+        &mut self,
+        drafted: usize,
+        accepted: usize,
+        draft_ms: Option<f64>,
+        pass_ms: f64,
+    ) {
         let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + EMA * (new - o)));
         if let Some(slot) = self.pass_ms.get_mut(drafted) {
             *slot = ema(*slot, pass_ms);
         }
         if drafted > 0 {
-            self.draft_token_ms = ema(self.draft_token_ms, draft_ms / drafted as f64);
+            if let Some(ms) = draft_ms {
+                self.draft_token_ms = ema(self.draft_token_ms, ms / drafted as f64);
+            }
             let rate = accepted as f64 / drafted as f64;
             // The first drafts replace the prior; later ones move the average.
             self.acceptance = if self.drafts_seen == 0 {
@@ -425,6 +455,7 @@ impl Speculator {
     }
 
     pub(crate) fn observe(&mut self, drafted: usize, accepted: usize, draft_ms: f64, pass_ms: f64) {
+        let draft_ms = (!self.drafter.caught_up()).then_some(draft_ms);
         self.controller
             .observe(drafted, accepted, draft_ms, pass_ms);
     }
@@ -461,25 +492,25 @@ mod tests {
             0,
             "the first step measures a plain step"
         );
-        c.observe(0, 0, 0.0, 10.0);
+        c.observe(0, 0, Some(0.0), 10.0);
         for n in 2..=5 {
-            c.observe(n - 1, 0, 0.0, 10.0 * n as f64);
+            c.observe(n - 1, 0, Some(0.0), 10.0 * n as f64);
         }
         for _ in 0..20 {
-            c.observe(4, 4, 0.0, 50.0);
+            c.observe(4, 4, Some(0.0), 50.0);
         }
         assert_eq!(c.choose(10, true), 0, "perfect acceptance, no gain");
 
         // Cheap verification (a pass over 5 tokens costs 1.4 steps) and good acceptance: draft.
         let mut c = Controller::new(4);
-        c.observe(0, 0, 0.0, 10.0);
+        c.observe(0, 0, Some(0.0), 10.0);
         for n in 2..=5 {
-            c.observe(n - 1, n - 1, 0.0, 10.0 + 1.0 * (n - 1) as f64);
+            c.observe(n - 1, n - 1, Some(0.0), 10.0 + 1.0 * (n - 1) as f64);
         }
         assert_eq!(c.choose(10, true), 4);
         // Acceptance collapses: back to plain decoding, with an occasional probe.
         for _ in 0..30 {
-            c.observe(4, 0, 0.0, 14.0);
+            c.observe(4, 0, Some(0.0), 14.0);
         }
         let choices: Vec<usize> = (0..40).map(|_| c.choose(10, true)).collect();
         assert_eq!(choices.iter().filter(|&&k| k > 0).count(), 2, "{choices:?}");
@@ -490,11 +521,17 @@ mod tests {
         // as much as a step) is never tried again once measured.
         let mut c = Controller::new(4);
         c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
-        c.observe(1, 0, 10.0, 12.0);
+        c.observe(1, 0, Some(10.0), 12.0);
         assert!((0..300).all(|_| c.choose(10, false) == 0));
+        // A draft whose time includes catching up on the context is no measure of drafting.
+        let mut c = Controller::new(4);
+        c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
+        c.observe(1, 1, Some(1.0), 12.0);
+        c.observe(1, 1, None, 12.0);
+        assert_eq!(c.draft_token_cost(), Some(1.0));
         // No room: no draft.
         let mut c = Controller::new(4);
-        c.observe(0, 0, 0.0, 10.0);
+        c.observe(0, 0, Some(0.0), 10.0);
         assert_eq!(c.choose(0, true), 0);
     }
 }

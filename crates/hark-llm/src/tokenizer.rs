@@ -46,6 +46,44 @@ fn strings(md: &HashMap<String, Value>, key: &str) -> Result<Vec<String>, LlmErr
         .collect()
 }
 
+/// Each token's GGUF type (1, normal, where the metadata has none).
+fn token_types(md: &HashMap<String, Value>, n: usize) -> Result<Vec<i32>, LlmError> {
+    Ok(match md.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; n],
+    })
+}
+
+/// Tokens that end a turn besides EOS, by name.
+const STOP_NAMES: [&str; 3] = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"];
+
+/// The ids of the special tokens (control and user-defined: `<|im_end|>`, `<|im_start|>`, …)
+/// and of every token that ends a turn, in order.
+pub(crate) fn special_token_ids(md: &HashMap<String, Value>) -> Result<Vec<u32>, LlmError> {
+    let tokens = strings(md, "tokenizer.ggml.tokens")?;
+    let types = token_types(md, tokens.len())?;
+    let eos = md
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    Ok(tokens
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .filter(|(i, (name, &t))| {
+            t == TYPE_CONTROL
+                || t == TYPE_USER_DEFINED
+                || Some(*i as u32) == eos
+                || STOP_NAMES.contains(&name.as_str())
+        })
+        .map(|(i, _)| i as u32)
+        .collect())
+}
+
 impl Tokenizer {
     pub fn from_gguf(md: &HashMap<String, Value>) -> Result<Self, LlmError> {
         let model = md
@@ -66,15 +104,7 @@ impl Tokenizer {
                     .map(|(a, b)| (a.to_string(), b.to_string()))
             })
             .collect();
-        let types: Vec<i32> = match md.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(err)?
-                .iter()
-                .map(|x| x.to_i32().unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
+        let types = token_types(md, tokens.len())?;
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -124,7 +154,7 @@ impl Tokenizer {
         let eos = id("tokenizer.ggml.eos_token_id")
             .ok_or_else(|| err("GGUF metadata lacks an EOS token id"))?;
         let mut stop_tokens = vec![eos];
-        for name in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+        for name in STOP_NAMES {
             if let Some(i) = tokens.iter().position(|t| t == name) {
                 if !stop_tokens.contains(&(i as u32)) {
                     stop_tokens.push(i as u32);

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use hark_llm::chat::chatml_prompt;
 use hark_llm::speculative::ASSISTANT_PROMPTS;
 use hark_llm::{
-    ChatMessage, DraftModel, Drafter, Engine, GenerationParams, Role, SamplerConfig, Speculator,
+    ChatMessage, DraftModel, Drafter, Engine, GenerationParams, HeadTokens, Role, SamplerConfig,
+    Speculator,
 };
 
 fn models() -> PathBuf {
@@ -17,13 +18,17 @@ fn models() -> PathBuf {
 }
 
 fn smollm2() -> Engine {
+    smollm2_with(HeadTokens::All)
+}
+
+fn smollm2_with(head: HeadTokens) -> Engine {
     let path = models().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run `hark models fetch`",
         path.display()
     );
-    Engine::load(&path, 1024, 2).expect("load SmolLM2")
+    Engine::load_with(&path, 1024, 2, head).expect("load SmolLM2")
 }
 
 fn prompt(engine: &Engine, question: &str) -> Vec<u32> {
@@ -103,6 +108,55 @@ fn greedy_speculation_is_plain_decoding_for_every_prompt_and_drafter() {
     draft.adaptive = false;
     let (drafted, accepted) = assert_identical(&engine, draft, "draft model, k = 3");
     assert!(drafted > 100 && accepted > 0 && accepted < drafted);
+
+    // A draft model whose head scores only the first 2,000 tokens: it cannot propose the rest,
+    // and what it does propose is checked as any draft is.
+    let small_head = smollm2_with(HeadTokens::FirstAndSpecial(2000));
+    let mut draft = Speculator::draft_model(&small_head, params().sampler, 3).unwrap();
+    draft.adaptive = false;
+    let (drafted, accepted) = assert_identical(&engine, draft, "draft model, head of 2000");
+    assert!(drafted > 100 && accepted > 0 && accepted < drafted);
+}
+
+#[test]
+fn a_draft_head_of_the_first_tokens_scores_them_as_the_whole_head_does_and_no_other() {
+    let whole = smollm2();
+    let part = smollm2_with(HeadTokens::FirstAndSpecial(5000));
+    let vocab = whole.model().vocab_size();
+    assert_eq!(part.model().vocab_size(), vocab);
+    assert_eq!(whole.model().head_subset(), None);
+    let scored = part.model().head_subset().expect("a subset head");
+    assert!((5000..5100).contains(&scored), "{scored}");
+    assert!(part.model().decode_read_bytes < whole.model().decode_read_bytes);
+    // Every stop token is scored: the draft can propose the end of the reply.
+    for &t in &part.tokenizer().stop_tokens {
+        assert!(part.model().head_scores(t), "stop token {t}");
+    }
+    let ids = prompt(&whole, ASSISTANT_PROMPTS[1]);
+    let a = whole
+        .new_session()
+        .unwrap()
+        .append(&ids, true)
+        .unwrap()
+        .to_vec();
+    let b = part
+        .new_session()
+        .unwrap()
+        .append(&ids, true)
+        .unwrap()
+        .to_vec();
+    assert_eq!(a.len(), b.len());
+    let mut kept = 0;
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let id = (i % vocab) as u32;
+        if part.model().head_scores(id) {
+            assert_eq!(x, y, "position {} token {id}", i / vocab);
+            kept += 1;
+        } else {
+            assert_eq!(*y, f32::NEG_INFINITY, "position {} token {id}", i / vocab);
+        }
+    }
+    assert_eq!(kept, scored * ids.len());
 }
 
 #[test]
@@ -143,10 +197,12 @@ fn rollback_leaves_both_caches_as_a_fresh_prefill_of_what_was_accepted() {
     let mut drafter = DraftModel::new(&draft_engine, params().sampler).unwrap();
     let first = drafter.draft(&ids, 4).unwrap();
     assert_eq!(first.len(), 4);
+    assert!(drafter.caught_up(), "the first draft prefilled the prompt");
     let mut context = ids.clone();
     context.extend_from_slice(&first[..2]);
     context.push(if first[2] == 13 { 14 } else { 13 });
     let second = drafter.draft(&context, 3).unwrap();
+    assert!(!drafter.caught_up(), "one new token is a draft's own cost");
     // Its cache: the context and the drafts it fed back (all but the last).
     let mut expected = context.clone();
     expected.extend_from_slice(&second[..2]);
@@ -170,28 +226,33 @@ fn qwen_0_5b_drafting_for_1_5b_is_plain_decoding() {
         2,
     )
     .unwrap();
-    let draft = Engine::load(&dir.join("qwen2.5-coder-0.5b-instruct.gguf"), 1024, 2).unwrap();
-    let mut speculator = Speculator::draft_model(&draft, params().sampler, 4).unwrap();
-    speculator.adaptive = false;
     let params = GenerationParams {
         max_tokens: 24,
         ..params()
     };
-    let mut stats = hark_llm::SpeculationStats::default();
-    for question in &ASSISTANT_PROMPTS[..6] {
-        let ids = prompt(&target, question);
-        let plain = target
-            .new_session()
-            .unwrap()
-            .generate(&ids, &params, |_| true)
+    // The draft with its whole head, and with a head of the first 32,768 tokens (`hark bench llm
+    // --speculative`'s second draft).
+    for head in [HeadTokens::All, HeadTokens::FirstAndSpecial(32768)] {
+        let draft = Engine::load_with(&dir.join("qwen2.5-coder-0.5b-instruct.gguf"), 1024, 2, head)
             .unwrap();
-        let fast = target
-            .new_session()
-            .unwrap()
-            .generate_with(&ids, &params, Some(&mut speculator), |_| true)
-            .unwrap();
-        assert_eq!(fast.tokens, plain.tokens, "{question:?}");
-        stats.add(&fast.speculation);
+        let mut speculator = Speculator::draft_model(&draft, params.sampler, 4).unwrap();
+        speculator.adaptive = false;
+        let mut stats = hark_llm::SpeculationStats::default();
+        for question in &ASSISTANT_PROMPTS[..6] {
+            let ids = prompt(&target, question);
+            let plain = target
+                .new_session()
+                .unwrap()
+                .generate(&ids, &params, |_| true)
+                .unwrap();
+            let fast = target
+                .new_session()
+                .unwrap()
+                .generate_with(&ids, &params, Some(&mut speculator), |_| true)
+                .unwrap();
+            assert_eq!(fast.tokens, plain.tokens, "{head:?}: {question:?}");
+            stats.add(&fast.speculation);
+        }
+        assert!(stats.acceptance() > 0.3, "{head:?}: {stats:?}");
     }
-    assert!(stats.acceptance() > 0.3, "{stats:?}");
 }
