@@ -249,6 +249,10 @@ pub struct Controller {
     since_probe: usize,
     probe_every: usize,
     probing: bool,
+    /// Plain steps' time since the last draft, ms, and what drafting after such a gap cost
+    /// against it (a draft model prefilling what it missed; see [`Drafter::caught_up`]).
+    plain_ms_since_draft: f64,
+    catch_up_share: Option<f64>,
     /// How often each draft length was chosen (index k).
     pub choices: Vec<usize>,
 }
@@ -260,6 +264,10 @@ const EMA: f64 = 0.2;
 const PROBE_EVERY: usize = 16;
 /// The longest it waits between tries.
 const PROBE_EVERY_MAX: usize = 512;
+/// A try may cost at most this share of the plain decoding since the last one: a draft model
+/// that must first prefill what it missed (about a tenth of that time for a 0.5B draft of a 1.5B
+/// target) is not tried again.
+const PROBE_BUDGET: f64 = 0.03;
 
 impl Controller {
     pub fn new(max_draft: usize) -> Self {
@@ -274,6 +282,8 @@ impl Controller {
             since_probe: 0,
             probe_every: PROBE_EVERY,
             probing: false,
+            plain_ms_since_draft: 0.0,
+            catch_up_share: None,
             choices: vec![0; max_draft + 1],
         }
     }
@@ -321,7 +331,9 @@ impl Controller {
                 // Trying again is worth it only if drafting could pay at all: at (nearly)
                 // perfect acceptance, with what drafting and verifying cost here.
                 let could_pay = best_at(0.99).0 > 0;
-                if best.0 == 0 && could_pay && self.since_probe >= self.probe_every {
+                // And only if catching up on the context costs little (prompt lookup: nothing).
+                let affordable = self.catch_up_share.is_none_or(|c| c <= PROBE_BUDGET);
+                if best.0 == 0 && could_pay && affordable && self.since_probe >= self.probe_every {
                     // Re-measure now and then: the text may have become easier to draft. A try
                     // that does not pay makes the next one wait twice as long.
                     if self.probing {
@@ -349,24 +361,33 @@ impl Controller {
         k
     }
 
-    /// What a step cost and kept: `drafted` tokens (taking `draft_ms`; `None` where that time
-    /// is no measure of drafting, see [`Drafter::caught_up`]), `accepted` of them, one forward
-    /// pass over `drafted + 1` tokens taking `pass_ms`.
+    /// What a step cost and kept: `drafted` tokens taking `draft_ms` (`caught_up`: the drafter
+    /// first caught up on context it missed, so that time measures the catch-up, not drafting;
+    /// see [`Drafter::caught_up`]), `accepted` of them, one forward pass over `drafted + 1` tokens
+    /// taking `pass_ms`.
     pub fn observe(
         &mut self,
         drafted: usize,
         accepted: usize,
-        draft_ms: Option<f64>,
+        draft_ms: f64,
+        caught_up: bool,
         pass_ms: f64,
     ) {
         let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + EMA * (new - o)));
         if let Some(slot) = self.pass_ms.get_mut(drafted) {
             *slot = ema(*slot, pass_ms);
         }
+        if drafted == 0 {
+            self.plain_ms_since_draft += pass_ms;
+        }
         if drafted > 0 {
-            if let Some(ms) = draft_ms {
-                self.draft_token_ms = ema(self.draft_token_ms, ms / drafted as f64);
+            if caught_up {
+                let share = draft_ms / self.plain_ms_since_draft.max(pass_ms);
+                self.catch_up_share = ema(self.catch_up_share, share);
+            } else {
+                self.draft_token_ms = ema(self.draft_token_ms, draft_ms / drafted as f64);
             }
+            self.plain_ms_since_draft = 0.0;
             let rate = accepted as f64 / drafted as f64;
             // The first drafts replace the prior; later ones move the average.
             self.acceptance = if self.drafts_seen == 0 {
@@ -455,9 +476,9 @@ impl Speculator {
     }
 
     pub(crate) fn observe(&mut self, drafted: usize, accepted: usize, draft_ms: f64, pass_ms: f64) {
-        let draft_ms = (!self.drafter.caught_up()).then_some(draft_ms);
+        let caught_up = self.drafter.caught_up();
         self.controller
-            .observe(drafted, accepted, draft_ms, pass_ms);
+            .observe(drafted, accepted, draft_ms, caught_up, pass_ms);
     }
 }
 
@@ -492,25 +513,25 @@ mod tests {
             0,
             "the first step measures a plain step"
         );
-        c.observe(0, 0, Some(0.0), 10.0);
+        c.observe(0, 0, 0.0, false, 10.0);
         for n in 2..=5 {
-            c.observe(n - 1, 0, Some(0.0), 10.0 * n as f64);
+            c.observe(n - 1, 0, 0.0, false, 10.0 * n as f64);
         }
         for _ in 0..20 {
-            c.observe(4, 4, Some(0.0), 50.0);
+            c.observe(4, 4, 0.0, false, 50.0);
         }
         assert_eq!(c.choose(10, true), 0, "perfect acceptance, no gain");
 
         // Cheap verification (a pass over 5 tokens costs 1.4 steps) and good acceptance: draft.
         let mut c = Controller::new(4);
-        c.observe(0, 0, Some(0.0), 10.0);
+        c.observe(0, 0, 0.0, false, 10.0);
         for n in 2..=5 {
-            c.observe(n - 1, n - 1, Some(0.0), 10.0 + 1.0 * (n - 1) as f64);
+            c.observe(n - 1, n - 1, 0.0, false, 10.0 + 1.0 * (n - 1) as f64);
         }
         assert_eq!(c.choose(10, true), 4);
         // Acceptance collapses: back to plain decoding, with an occasional probe.
         for _ in 0..30 {
-            c.observe(4, 0, Some(0.0), 14.0);
+            c.observe(4, 0, 0.0, false, 14.0);
         }
         let choices: Vec<usize> = (0..40).map(|_| c.choose(10, true)).collect();
         assert_eq!(choices.iter().filter(|&&k| k > 0).count(), 2, "{choices:?}");
@@ -521,17 +542,36 @@ mod tests {
         // as much as a step) is never tried again once measured.
         let mut c = Controller::new(4);
         c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
-        c.observe(1, 0, Some(10.0), 12.0);
+        c.observe(1, 0, 10.0, false, 12.0);
         assert!((0..300).all(|_| c.choose(10, false) == 0));
         // A draft whose time includes catching up on the context is no measure of drafting.
         let mut c = Controller::new(4);
         c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
-        c.observe(1, 1, Some(1.0), 12.0);
-        c.observe(1, 1, None, 12.0);
+        c.observe(1, 1, 1.0, false, 12.0);
+        c.observe(1, 1, 50.0, true, 12.0);
         assert_eq!(c.draft_token_cost(), Some(1.0));
+        // A drafter whose catch-up after plain steps costs more than the probing budget (a
+        // draft model prefilling 100 ms of missed context: 10 %) is not tried again.
+        let mut c = Controller::new(4);
+        c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
+        c.observe(1, 0, 1.0, false, 12.0);
+        for _ in 0..10 {
+            c.observe(0, 0, 0.0, false, 10.0);
+        }
+        c.observe(1, 0, 10.0, true, 12.0);
+        assert!((0..2000).all(|_| c.choose(10, false) == 0));
+        // The same drafter, catching up for next to nothing, is tried again now and then.
+        let mut c = Controller::new(4);
+        c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
+        c.observe(1, 0, 1.0, false, 12.0);
+        for _ in 0..10 {
+            c.observe(0, 0, 0.0, false, 10.0);
+        }
+        c.observe(1, 0, 1.0, true, 12.0);
+        assert!((0..2000).filter(|_| c.choose(10, false) > 0).count() >= 3);
         // No room: no draft.
         let mut c = Controller::new(4);
-        c.observe(0, 0, Some(0.0), 10.0);
+        c.observe(0, 0, 0.0, false, 10.0);
         assert_eq!(c.choose(0, true), 0);
     }
 }
