@@ -44,7 +44,8 @@ pub enum HeadTokens {
     /// a model that only drafts: a byte-level BPE vocabulary lists its tokens in the order their
     /// merges were learned, most frequent first, so the first ids cover most of ordinary text
     /// (Qwen2.5's first 32,768 of 151,936: 91-94 % of English text), and a draft model's head
-    /// is a large share of what it reads per token (Qwen2.5-0.5B: 145 of 393 MB).
+    /// is a large share of what it reads per token (Qwen2.5-0.5B: 145 of 393 MB). `n` is taken
+    /// as at least 1; `n` at or above the vocabulary size is the whole head.
     FirstAndSpecial(usize),
 }
 
@@ -199,6 +200,8 @@ impl Model {
         };
         let head = match head_tokens {
             HeadTokens::FirstAndSpecial(first) if first < vocab => {
+                // At least one row, so the head is never empty.
+                let first = first.max(1);
                 let extra: Vec<u32> = crate::tokenizer::special_token_ids(&content.metadata)?
                     .into_iter()
                     .filter(|&id| id as usize >= first && (id as usize) < vocab)

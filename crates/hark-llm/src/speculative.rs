@@ -550,8 +550,8 @@ mod tests {
         c.observe(1, 1, 1.0, false, 12.0);
         c.observe(1, 1, 50.0, true, 12.0);
         assert_eq!(c.draft_token_cost(), Some(1.0));
-        // A drafter whose catch-up after plain steps costs more than the probing budget (a
-        // draft model prefilling 100 ms of missed context: 10 %) is not tried again.
+        // A drafter whose catch-up after plain steps costs more than the probing budget (10 ms
+        // after 100 ms of plain decoding: 10 %) is not tried again.
         let mut c = Controller::new(4);
         c.calibrate(&[10.0, 12.0, 14.0, 16.0, 18.0]);
         c.observe(1, 0, 1.0, false, 12.0);

@@ -157,6 +157,17 @@ fn a_draft_head_of_the_first_tokens_scores_them_as_the_whole_head_does_and_no_ot
         }
     }
     assert_eq!(kept, scored * ids.len());
+
+    // A head of no first tokens still scores one, and decodes (only what it scores: here the
+    // end of the turn at once).
+    let tiny = smollm2_with(HeadTokens::FirstAndSpecial(0));
+    assert!(tiny.model().head_subset().is_some_and(|n| n >= 1));
+    let g = tiny
+        .new_session()
+        .unwrap()
+        .generate(&ids, &params(), |_| true)
+        .unwrap();
+    assert!(g.tokens.iter().all(|&t| tiny.model().head_scores(t)));
 }
 
 #[test]
