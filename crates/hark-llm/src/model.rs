@@ -447,24 +447,17 @@ impl Model {
             let o = (i - first) * d..(i - first + 1) * d;
             vec::rms_norm(&s.x[r], &self.norm, eps, &mut s.h[o]);
         }
+        let head = match &self.head {
+            Head::Tied => &self.embeddings,
+            Head::Own(m) | Head::Subset { matrix: m, .. } => m,
+        };
+        quantize_for(&mut s.acts, &[head], &s.h, out_rows, d);
         match &self.head {
-            Head::Tied | Head::Own(_) => {
-                let m = match &self.head {
-                    Head::Own(m) => m,
-                    _ => &self.embeddings,
-                };
-                quantize_for(&mut s.acts, &[m], &s.h, out_rows, d);
-                self.matmuls(&[(m, Out(logits.as_mut_ptr()))], &s.acts, out_rows);
-            }
-            Head::Subset {
-                matrix,
-                first,
-                extra,
-            } => {
-                let n = matrix.rows();
+            Head::Subset { first, extra, .. } => {
+                // Scored rows into scratch, then spread over the vocabulary.
+                let n = head.rows();
                 grow(&mut s.head, out_rows * n);
-                quantize_for(&mut s.acts, &[matrix], &s.h, out_rows, d);
-                self.matmuls(&[(matrix, Out(s.head.as_mut_ptr()))], &s.acts, out_rows);
+                self.matmuls(&[(head, Out(s.head.as_mut_ptr()))], &s.acts, out_rows);
                 for (row, scored) in logits[..out_rows * vocab]
                     .chunks_exact_mut(vocab)
                     .zip(s.head.chunks_exact(n))
@@ -476,6 +469,7 @@ impl Model {
                     }
                 }
             }
+            _ => self.matmuls(&[(head, Out(logits.as_mut_ptr()))], &s.acts, out_rows),
         }
         Ok(())
     }

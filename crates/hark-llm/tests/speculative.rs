@@ -133,18 +133,14 @@ fn a_draft_head_of_the_first_tokens_scores_them_as_the_whole_head_does_and_no_ot
         assert!(part.model().head_scores(t), "stop token {t}");
     }
     let ids = prompt(&whole, ASSISTANT_PROMPTS[1]);
-    let a = whole
-        .new_session()
-        .unwrap()
-        .append(&ids, true)
-        .unwrap()
-        .to_vec();
-    let b = part
-        .new_session()
-        .unwrap()
-        .append(&ids, true)
-        .unwrap()
-        .to_vec();
+    let logits = |e: &Engine| {
+        e.new_session()
+            .unwrap()
+            .append(&ids, true)
+            .unwrap()
+            .to_vec()
+    };
+    let (a, b) = (logits(&whole), logits(&part));
     assert_eq!(a.len(), b.len());
     let mut kept = 0;
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
