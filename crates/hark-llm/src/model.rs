@@ -577,15 +577,8 @@ impl Model {
             for i in 0..t {
                 let n = pos + i + 1;
                 let qi = &q[i * q_dim + h * hd..i * q_dim + (h + 1) * hd];
-                for (j, s) in sc[..n].iter_mut().enumerate() {
-                    *s = vec::dot(qi, &kv[j * hd..(j + 1) * hd]) * scale;
-                }
-                vec::softmax(&mut sc[..n]);
                 let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * q_dim + h * hd), hd) };
-                out.fill(0.0);
-                for (j, &p) in sc[..n].iter().enumerate() {
-                    vec::axpy(p, &vv[j * hd..(j + 1) * hd], out);
-                }
+                vec::attend(qi, kv, vv, n, scale, sc, out);
             }
         });
     }

@@ -30,6 +30,44 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// One query's attention over `n` cached positions: `scores[j] = q · k_j * scale`, softmax,
+/// then `out = Σ_j scores[j] v_j`. `keys` and `values` hold at least `n` rows of `q.len()`
+/// values; `scores` at least `n`, `out` at least `q.len()`. Fused on AVX2 (no call per position,
+/// the output kept in registers), with the same sums as [`dot`], [`softmax`] and [`axpy`] in
+/// turn, which is what the fallback runs.
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(
+        keys.len() >= n * hd && values.len() >= n * hd && scores.len() >= n && out.len() >= hd,
+        "attention over {n} positions of {hd} values: buffers too short"
+    );
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA present; the slices are as long as checked above.
+        Backend::Avx2 => unsafe { crate::x86::attend_f32(q, keys, values, n, scale, scores, out) },
+        _ => {
+            let scores = &mut scores[..n];
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot(q, &keys[j * hd..(j + 1) * hd]) * scale;
+            }
+            softmax(scores);
+            let out = &mut out[..hd];
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                axpy(p, &values[j * hd..(j + 1) * hd], out);
+            }
+        }
+    }
+}
+
 /// Softmax in place; returns nothing useful for an empty slice.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -561,6 +561,12 @@ pub unsafe fn dot_q6k_x23(w: *const u8, a: [*const u8; 4], n: usize, nb: usize) 
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f32(x: *const f32, y: *const f32, n: usize) -> f32 {
+    dot_f32_inline(x, y, n)
+}
+
+/// [`dot_f32`]'s sums, inlined into a caller that runs many short dots (attention's scores).
+#[inline(always)]
+unsafe fn dot_f32_inline(x: *const f32, y: *const f32, n: usize) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
@@ -584,6 +590,111 @@ pub unsafe fn dot_f32(x: *const f32, y: *const f32, n: usize) -> f32 {
         i += 1;
     }
     s
+}
+
+/// One query's attention over `n` cached positions, fused: scores `q·k_j * scale` into
+/// `scores`, their softmax, and `out = Σ_j p_j v_j`. Every sum is formed as the separate
+/// [`dot_f32`], scalar softmax and [`axpy_f32`] loop form it (the output's columns stay in
+/// registers across the positions instead of being stored after each one); the exponential is
+/// [`exp_ps`], which rounds as the scalar one does. `keys` and `values` hold `n` rows of
+/// `q.len()` values, `scores` room for `n` and `out` for `q.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend_f32(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    debug_assert!(keys.len() >= n * hd && values.len() >= n * hd);
+    debug_assert!(scores.len() >= n && out.len() >= hd);
+    let (q, keys, values) = (q.as_ptr(), keys.as_ptr(), values.as_ptr());
+    let (scores, out) = (scores.as_mut_ptr(), out.as_mut_ptr());
+    for j in 0..n {
+        *scores.add(j) = dot_f32_inline(q, keys.add(j * hd), hd) * scale;
+    }
+    // Softmax: the largest score, the exponentials and their sum (in f64, as the scalar one).
+    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut j = 0;
+    while j + 8 <= n {
+        vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(scores.add(j)));
+        j += 8;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+    let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for k in j..n {
+        max = max.max(*scores.add(k));
+    }
+    let vm = _mm256_set1_ps(max);
+    let (mut sum_lo, mut sum_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut j = 0;
+    while j + 8 <= n {
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(scores.add(j)), vm));
+        _mm256_storeu_ps(scores.add(j), e);
+        sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+        j += 8;
+    }
+    let mut halves = [0f64; 4];
+    _mm256_storeu_pd(halves.as_mut_ptr(), _mm256_add_pd(sum_lo, sum_hi));
+    let mut sum: f64 = halves.iter().sum();
+    for k in j..n {
+        let e = (*scores.add(k) - max).exp();
+        *scores.add(k) = e;
+        sum += e as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    let vinv = _mm256_set1_ps(inv);
+    let mut j = 0;
+    while j + 8 <= n {
+        _mm256_storeu_ps(
+            scores.add(j),
+            _mm256_mul_ps(_mm256_loadu_ps(scores.add(j)), vinv),
+        );
+        j += 8;
+    }
+    for k in j..n {
+        *scores.add(k) *= inv;
+    }
+    // The weighted values, 64 columns at a time in registers, positions in order.
+    let mut c = 0;
+    while c + 64 <= hd {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for j in 0..n {
+            let p = _mm256_set1_ps(*scores.add(j));
+            let v = values.add(j * hd + c);
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(v.add(8 * k)), *a);
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(c + 8 * k), *a);
+        }
+        c += 64;
+    }
+    while c + 8 <= hd {
+        let mut a = _mm256_setzero_ps();
+        for j in 0..n {
+            a = _mm256_fmadd_ps(
+                _mm256_set1_ps(*scores.add(j)),
+                _mm256_loadu_ps(values.add(j * hd + c)),
+                a,
+            );
+        }
+        _mm256_storeu_ps(out.add(c), a);
+        c += 8;
+    }
+    for c in c..hd {
+        let mut a = 0f32;
+        for j in 0..n {
+            a += *scores.add(j) * *values.add(j * hd + c);
+        }
+        *out.add(c) = a;
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
