@@ -98,7 +98,7 @@ fn run_all(
 ) -> Result<Vec<TurnRecord>> {
     let mut records = Vec::new();
     for (name, audio) in convs {
-        pipeline.reset();
+        pipeline.reset().context("starting a new conversation")?;
         let conv = if realtime {
             pipeline.process_realtime(audio, name, |_| {})
         } else {

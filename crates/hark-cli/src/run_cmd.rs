@@ -315,7 +315,7 @@ pub fn run(args: RunArgs, store: &ModelStore) -> Result<()> {
     let mut failures = 0;
     for (path, audio) in &inputs {
         if !args.continue_conversation {
-            pipeline.reset();
+            pipeline.reset().context("starting a new conversation")?;
         }
         let name = path.display().to_string();
         let mut trace_error = None;

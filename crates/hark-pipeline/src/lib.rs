@@ -126,10 +126,10 @@ impl Pipeline {
     fn warm_up(&mut self) -> Result<(), PipelineError> {
         let second = AudioBuffer::silence(1000.0, ASR_SAMPLE_RATE);
         self.turns.probabilities(&second.samples)?;
-        // The system prompt's keys and values stay in the cache: every turn starts from them.
-        // (The next prompt shares the system message with this one; `sync` keeps that prefix.)
-        let prefix = self.brain().prompt_tokens(&[])?;
-        self.session.sync(&prefix)?;
+        // The system prompt and the first user message's header stay in the cache: every turn
+        // starts from them, so the first turn's prefill at the pause is its words alone, as
+        // every later turn's is. (`sync` keeps the prefix the next prompt shares.)
+        self.brain().prefill_next_turn()?;
         // Whisper is loaded but not run here. whisper.cpp's threads come from OpenMP, which
         // gives the thread that runs it a team of its own; a decode of speech on this thread
         // made every live decode (on the listener's thread) 2-3 times as long (the bundled
@@ -154,9 +154,11 @@ impl Pipeline {
         self.startup_ms
     }
 
-    /// Forgets the conversation (the system prompt stays cached).
-    pub fn reset(&mut self) {
+    /// Forgets the conversation; the cache keeps the system prompt and the next user message's
+    /// header, as at start-up.
+    pub fn reset(&mut self) -> Result<(), PipelineError> {
         self.history.clear();
+        self.brain().prefill_next_turn()
     }
 
     fn brain(&mut self) -> brain::Brain<'_> {

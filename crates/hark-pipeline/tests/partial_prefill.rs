@@ -21,7 +21,7 @@ fn a_revised_partial_leaves_nothing_stale_in_the_cache() {
     let question = "What is the capital of France?";
     let (plain, _) = p.respond(question).unwrap();
     let plain_computed = plain.engine.prefill_tokens;
-    p.reset();
+    p.reset().expect("a new conversation");
 
     // What streaming recognition committed as the user spoke: a mishearing, then its revision.
     assert!(p.prefill_partial("What is the capital of Spain").unwrap() > 0);
@@ -58,4 +58,24 @@ fn a_partial_in_a_later_turn_keeps_the_conversation() {
     let (rec, audio) = p.respond("What is my name?").unwrap();
     assert!(!rec.reply.is_empty() && !audio.samples.is_empty());
     assert_eq!(p.history().len(), 4);
+}
+
+#[test]
+fn the_first_turn_leaves_only_its_words_for_the_pause() {
+    // Start-up and a new conversation cache the system prompt and the user message's header,
+    // so the first turn computes the same tokens at the pause as any later first turn, and the
+    // same reply.
+    let mut p = pipeline();
+    let question = "How many legs does a spider have?";
+    let (first, _) = p.respond(question).unwrap();
+    p.reset().expect("a new conversation");
+    let (again, _) = p.respond(question).unwrap();
+    assert_eq!(first.reply, again.reply);
+    assert_eq!(first.engine.prompt_tokens, again.engine.prompt_tokens);
+    assert_eq!(
+        first.engine.prefill_tokens, again.engine.prefill_tokens,
+        "tokens computed for the first turn after start-up and after a reset"
+    );
+    // The words, the message's end and the assistant's header: well short of the prompt.
+    assert!(first.engine.prefill_tokens * 3 < first.engine.prompt_tokens);
 }

@@ -56,7 +56,7 @@ fn a_failed_turn_reports_why_and_the_next_turn_is_answered() {
     // The failed exchange is not in the history.
     assert_eq!(p.history().len(), 2);
 
-    p.reset();
+    p.reset().expect("a new conversation");
     let live = p.process_realtime(&audio, "two-turns", |_| {}).unwrap();
     check(&live.turns);
     assert_eq!(p.history().len(), 2);
