@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::bench_asr::{read_16k, read_raw};
 use crate::bench_cmd::{median, percentile};
+use crate::host_cpu::{CpuShares, CpuTimes};
 
 #[derive(Debug, Args)]
 pub struct V2vBenchArgs {
@@ -150,6 +151,8 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
     );
     let mut pipeline = Pipeline::load(streaming_cfg)?;
     let mut rounds = Vec::with_capacity(args.rounds);
+    // Where the machine's CPU went in each round: a round the host disrupted shows here.
+    let mut round_cpu = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         if args.rounds > 1 {
             eprintln!("round {round} of {}", args.rounds);
@@ -158,7 +161,13 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             // Each round as the first: no reply found already spoken by a round before.
             pipeline.reset_phrases()?;
         }
+        let before = CpuTimes::now();
         rounds.push(run_all(&mut pipeline, &convs, args.realtime)?);
+        round_cpu.push(
+            before
+                .zip(CpuTimes::now())
+                .and_then(|(a, b)| a.shares_until(&b)),
+        );
     }
     drop(pipeline);
     let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs, false)?;
@@ -204,6 +213,8 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             "realtime": args.realtime,
             "rounds": args.rounds,
             "round_v2v_ms_p50": round_p50,
+            "round_cpu_steal_share": round_cpu.iter().map(|c| c.map(|c| c.steal)).collect::<Vec<_>>(),
+            "round_cpu_others_share": round_cpu.iter().map(|c| c.map(|c| c.others)).collect::<Vec<_>>(),
             "streaming": {"turns": streaming.len(), "v2v_ms_p50": s50, "v2v_ms_p95": s95, "spans_ms_p50": spans(&streaming)},
             "sequential": {"turns": sequential.len(), "v2v_ms_p50": q50, "v2v_ms_p95": q95, "spans_ms_p50": spans(&sequential)},
             "speedup_p50": q50 / s50,
@@ -246,6 +257,24 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
             args.rounds,
             streaming.len(),
             list.join(", ")
+        )?;
+    }
+    if round_cpu.iter().all(Option::is_some) {
+        let percent = |share: fn(&CpuShares) -> f64| {
+            round_cpu
+                .iter()
+                .flatten()
+                .map(|c| format!("{:.0}", 100.0 * share(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            out,
+            "the machine's CPU time in each round: {} % taken by the host (steal), {} % used \
+             outside Hark (other programs, the kernel); a round with either above a few % is \
+             not comparable",
+            percent(|c| c.steal),
+            percent(|c| c.others)
         )?;
     }
     writeln!(

@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_spec;
 mod bench_tts;
 mod bench_v2v;
+mod host_cpu;
 mod models_cmd;
 mod openmp;
 mod report_cmd;
