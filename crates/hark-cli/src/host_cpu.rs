@@ -1,9 +1,9 @@
 //! Where the machine's CPU time went during a measurement, from Linux's `/proc`: the share the
 //! hypervisor took from this virtual machine (steal) and the share other programs used. On a
 //! shared host either can slow a live round several-fold (one round here measured V2V p50
-//! 3162 ms against 253-263 for the rounds before it, with the host taking about a fifth of the
-//! CPU), so the benchmarks print them next to their figures and a disrupted round is known
-//! for what it is.
+//! 3162 ms against 253-263 for the rounds before it, and `top` showed the host taking a fifth of
+//! the CPU right after), so the benchmarks print them next to their figures and a disrupted
+//! round is known for what it is.
 
 use std::fs;
 
