@@ -596,8 +596,8 @@ unsafe fn dot_f32_inline(x: *const f32, y: *const f32, n: usize) -> f32 {
 /// `scores`, their softmax, and `out = Σ_j p_j v_j`. Every sum is formed as the separate
 /// [`dot_f32`], scalar softmax and [`axpy_f32`] loop form it (the output's columns stay in
 /// registers across the positions instead of being stored after each one); the exponential is
-/// [`exp_ps`], which rounds as the scalar one does. `keys` and `values` hold `n` rows of
-/// `q.len()` values, `scores` room for `n` and `out` for `q.len()`.
+/// [`exp_ps`], which rounds as the scalar one does bar a rare last bit. `keys` and `values`
+/// hold `n` rows of `q.len()` values, `scores` room for `n` and `out` for `q.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn attend_f32(
     q: &[f32],
