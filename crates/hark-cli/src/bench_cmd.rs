@@ -12,6 +12,8 @@ use hark_llm::Engine;
 use hark_models::{ids, ModelStore};
 use serde_json::{json, Value};
 
+use crate::host_cpu::CpuTimes;
+
 /// The peer script, embedded so the bench works from any directory.
 pub(crate) const LLAMA_CPP_PEER: &str = include_str!("../../../scripts/peers/llama_cpp_peer.py");
 
@@ -204,6 +206,7 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
     );
 
     session.append(&prompt[..prompt.len().min(8)], false)?; // warm-up
+    let before_ours = CpuTimes::now();
     let mut runs = Vec::new();
     for _ in 0..args.runs {
         session.truncate(0);
@@ -223,6 +226,9 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
         });
     }
     let ours = median_figures(&runs);
+    let cpu_ours = before_ours
+        .zip(CpuTimes::now())
+        .and_then(|(a, b)| a.shares_until(&b));
     let weights = engine.model().weight_bytes as f64;
     let read_per_token = engine.model().decode_read_bytes as f64;
     let kv = session.cache_bytes() as f64;
@@ -233,6 +239,7 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
         .unwrap_or_else(|| read_bandwidth_gbs(args.threads));
     let bandwidth_limit = bandwidth_gbs * 1e9 / read_per_token;
 
+    let before_peer = CpuTimes::now();
     let peer = if args.no_peer {
         None
     } else {
@@ -244,6 +251,12 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
             }
         }
     };
+    // The peer runs in another process: only the host's share says anything of its run.
+    let steal_peer = before_peer
+        .zip(CpuTimes::now())
+        .and_then(|(a, b)| a.shares_until(&b))
+        .filter(|_| peer.is_some())
+        .map(|c| c.steal);
 
     if args.json {
         let figures = |f: &Figures| json!({"prefill_tok_s": f.prefill_tok_s, "ttft_ms": f.ttft_ms, "decode_tok_s": f.decode_tok_s});
@@ -262,6 +275,8 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
                 "decode_read_bytes": read_per_token,
                 "read_bandwidth_gbs": bandwidth_gbs,
                 "decode_bandwidth_limit_tok_s": bandwidth_limit,
+                "cpu_steal_share": cpu_ours.map(|c| c.steal),
+                "cpu_others_share": cpu_ours.map(|c| c.others),
             },
         });
         if let Some(p) = &peer {
@@ -270,6 +285,7 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
                 "figures": figures(&p.figures),
                 "load_s": p.load_s,
                 "peak_rss_bytes": p.peak_rss,
+                "cpu_steal_share": steal_peer,
             });
             out["ratios"] = json!({
                 "prefill": ours.prefill_tok_s / p.figures.prefill_tok_s,
@@ -344,6 +360,18 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
         if args.bandwidth_gbs.is_some() { "as given" } else { "measured now" },
         mb(read_per_token)
     )?;
+    if let Some(c) = cpu_ours {
+        let peer_steal = steal_peer.map_or(String::new(), |s| {
+            format!("; while {peer_name} ran, the host took {:.0} %", 100.0 * s)
+        });
+        writeln!(
+            out,
+            "the machine's CPU time while hark ran: {:.0} % taken by the host (steal), {:.0} % used \
+             outside Hark{peer_steal}; above a few % the figures are the host's",
+            100.0 * c.steal,
+            100.0 * c.others,
+        )?;
+    }
     writeln!(
         out,
         "ratio: hark ÷ {peer_name} for speeds, {peer_name} ÷ hark for times and memory (above 1: hark is better)"
