@@ -226,9 +226,7 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
         });
     }
     let ours = median_figures(&runs);
-    let cpu_ours = before_ours
-        .zip(CpuTimes::now())
-        .and_then(|(a, b)| a.shares_until(&b));
+    let cpu_ours = CpuTimes::shares_since(before_ours);
     let weights = engine.model().weight_bytes as f64;
     let read_per_token = engine.model().decode_read_bytes as f64;
     let kv = session.cache_bytes() as f64;
@@ -252,9 +250,7 @@ fn bench_llm(args: LlmBenchArgs, store: &ModelStore) -> Result<()> {
         }
     };
     // The peer runs in another process: only the host's share says anything of its run.
-    let steal_peer = before_peer
-        .zip(CpuTimes::now())
-        .and_then(|(a, b)| a.shares_until(&b))
+    let steal_peer = CpuTimes::shares_since(before_peer)
         .filter(|_| peer.is_some())
         .map(|c| c.steal);
 

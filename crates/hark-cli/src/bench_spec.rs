@@ -61,17 +61,20 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
         .draft_model
         .clone()
         .or_else(|| (args.model == "qwen1.5b").then(|| "qwen0.5b".to_string()));
+    let draft_path = match &draft_name {
+        Some(name) => Some(llm_path(store, name)?),
+        None => None,
+    };
     // The draft model with its whole head and, unless --draft-head 0, with a head of the first
     // N tokens.
     let mut drafts = Vec::new();
-    if let Some(name) = &draft_name {
-        let p = llm_path(store, name)?;
+    if let (Some(name), Some(p)) = (&draft_name, &draft_path) {
         let mut heads = vec![HeadTokens::All];
         if args.draft_head > 0 {
             heads.push(HeadTokens::FirstAndSpecial(args.draft_head));
         }
         for head in heads {
-            let engine = Engine::load_with(&p, 1024, args.threads, head)
+            let engine = Engine::load_with(p, 1024, args.threads, head)
                 .with_context(|| format!("loading the draft model {}", p.display()))?;
             let label = match engine.model().head_subset() {
                 Some(n) => format!("{name}, head of {n}"),
@@ -80,10 +83,6 @@ pub fn bench_speculative(args: &LlmBenchArgs, store: &ModelStore) -> Result<()> 
             drafts.push((label, engine));
         }
     }
-    let draft_path = match &draft_name {
-        Some(name) => Some(llm_path(store, name)?),
-        None => None,
-    };
     let sampler = SamplerConfig {
         temperature: 0.0,
         repetition_penalty: 1.1,

@@ -163,11 +163,7 @@ pub fn bench_v2v(args: V2vBenchArgs, store: &ModelStore) -> Result<()> {
         }
         let before = CpuTimes::now();
         rounds.push(run_all(&mut pipeline, &convs, args.realtime)?);
-        round_cpu.push(
-            before
-                .zip(CpuTimes::now())
-                .and_then(|(a, b)| a.shares_until(&b)),
-        );
+        round_cpu.push(CpuTimes::shares_since(before));
     }
     drop(pipeline);
     let sequential = run_all(&mut Pipeline::load(sequential_cfg)?, &convs, false)?;

@@ -60,6 +60,14 @@ impl CpuTimes {
         })
     }
 
+    /// How the time since `before` (a [`CpuTimes::now`] taken then) was spent; `None` where
+    /// either reading failed.
+    pub fn shares_since(before: Option<CpuTimes>) -> Option<CpuShares> {
+        before
+            .zip(Self::now())
+            .and_then(|(a, b)| a.shares_until(&b))
+    }
+
     /// How the time from `self` to `later` was spent; `None` if no time passed.
     pub fn shares_until(&self, later: &CpuTimes) -> Option<CpuShares> {
         let total = later.total.checked_sub(self.total).filter(|&t| t > 0)? as f64;
